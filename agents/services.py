@@ -1,0 +1,1 @@
+"""Agents: writes (keyword-only, typed, audited)."""

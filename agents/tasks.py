@@ -1,0 +1,1 @@
+"""Agents: Celery entry points (thin: load by id, call a service)."""

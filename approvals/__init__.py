@@ -1,0 +1,1 @@
+"""Approvals: approval requests raised by policy, the inbox, decisions, expiry and escalation."""

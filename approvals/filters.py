@@ -1,0 +1,1 @@
+"""Approvals: django-filter filtersets."""

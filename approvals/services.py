@@ -1,0 +1,1 @@
+"""Approvals: writes (keyword-only, typed, audited)."""

@@ -1,0 +1,1 @@
+"""Approvals: Celery entry points (thin: load by id, call a service)."""

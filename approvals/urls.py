@@ -1,0 +1,3 @@
+"""UI routes for approvals."""
+
+urlpatterns = []

@@ -1,0 +1,8 @@
+"""App config for the project core (tenancy, shell)."""
+
+from django.apps import AppConfig
+
+
+class ControlplaneConfig(AppConfig):
+    name = "controlplane"
+    verbose_name = "Control plane"

@@ -1,0 +1,5 @@
+"""Template context for the UI shell."""
+
+
+def shell(request):
+    return {}

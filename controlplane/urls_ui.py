@@ -1,0 +1,12 @@
+"""UI routes of the project core: home, sign-in, project switcher and project settings."""
+
+from django.contrib.auth import views as auth_views
+from django.urls import path
+
+from controlplane import views
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+]

@@ -1,0 +1,9 @@
+"""UI pages of the project core."""
+
+from django.contrib.auth.decorators import login_required
+from django.http import HttpResponse
+
+
+@login_required
+def home(request):
+    return HttpResponse("home")

@@ -1,0 +1,1 @@
+"""Flows: admin registrations."""

@@ -1,0 +1,8 @@
+"""App config for flows."""
+
+from django.apps import AppConfig
+
+
+class FlowsConfig(AppConfig):
+    name = "flows"
+    verbose_name = "Flows"

@@ -1,0 +1,1 @@
+"""Flows: django-filter filtersets."""

@@ -1,0 +1,1 @@
+"""Flows: writes (keyword-only, typed, audited)."""

@@ -1,0 +1,1 @@
+"""Flows: Celery entry points (thin: load by id, call a service)."""

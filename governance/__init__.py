@@ -1,0 +1,1 @@
+"""Governance: the policy engine, PII scanning, budgets and cost ledger, and the audit log."""

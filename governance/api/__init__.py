@@ -1,0 +1,1 @@
+"""REST API for governance: the audit log (read-only)."""

@@ -1,0 +1,134 @@
+"""Canonical encoding, hashing and secret masking for audit events.
+
+The canonical encoding is our own, on purpose: stored events come back from
+PostgreSQL ``jsonb`` and SQLite ``json`` with keys reordered and numbers re-typed
+(``1.0`` may return as ``1``, ``1e300`` as a 301-digit integer), so numbers are
+written as their exact shortest decimal form whatever their Python type, keys are
+sorted, and strings use JSON escaping. RFC 8785 (JCS) was considered: it rejects
+integers beyond 2**53, which audit data (token counts, ids) may hold.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from django.core.serializers.json import DjangoJSONEncoder
+
+GENESIS_HASH_VALUE = "0" * 64
+MASK = "********"
+# Keys whose values are secrets wherever they appear in audit data (authentik's
+# events/utils.py cleanse_dict uses the same idea).
+SECRET_KEY_RE = re.compile(
+    r"api[-_]?key|secret|password|passwd|token|authorization|credential|private[-_]?key|"
+    r"cookie|session[-_]?id|signature",
+    re.IGNORECASE,
+)
+# Values that are our own API tokens, or provider keys pasted in free text.
+SECRET_VALUE_RE = re.compile(
+    r"\bcpt_[A-Za-z0-9]+_[A-Za-z0-9_-]{20,}|\bsk-[A-Za-z0-9_-]{16,}|\bBearer\s+[A-Za-z0-9._~+/=-]{16,}"
+)
+
+HASHED_FIELDS = (
+    "sequence",
+    "occurred_at",
+    "actor_kind",
+    "actor_name",
+    "actor_ref",
+    "action",
+    "object_type",
+    "object_id",
+    "object_repr",
+    "project_ref",
+    "request_id",
+    "trace_id",
+    "data",
+    "prev_hash",
+)
+
+
+def mask_secrets(value: Any) -> Any:
+    """Return ``value`` with secret-looking keys' values and token-shaped strings masked."""
+    if isinstance(value, dict):
+        return {
+            str(k): (MASK if SECRET_KEY_RE.search(str(k)) and v not in (None, "") else mask_secrets(v))
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [mask_secrets(v) for v in value]
+    if isinstance(value, str):
+        return SECRET_VALUE_RE.sub(MASK, value)
+    return value
+
+
+def to_json_data(value: Any) -> Any:
+    """Convert ``value`` to plain JSON types (Decimal, datetime, UUID become strings)."""
+    return json.loads(json.dumps(value, cls=DjangoJSONEncoder))
+
+
+def _number(value: int | float | Decimal) -> str:
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        raise ValueError("audit data may not hold NaN or infinity")
+    dec = Decimal(str(value)) if isinstance(value, float) else Decimal(value)
+    dec = dec.normalize()
+    text = format(dec, "f")
+    return "0" if text in ("-0", "0") else text
+
+
+def _encode(value: Any, out: list[str]) -> None:
+    if value is None:
+        out.append("null")
+    elif value is True:
+        out.append("true")
+    elif value is False:
+        out.append("false")
+    elif isinstance(value, int | float | Decimal):
+        out.append(_number(value))
+    elif isinstance(value, str):
+        out.append(json.dumps(value, ensure_ascii=False))
+    elif isinstance(value, dict):
+        out.append("{")
+        for i, key in enumerate(sorted(value, key=str)):
+            if i:
+                out.append(",")
+            out.append(json.dumps(str(key), ensure_ascii=False))
+            out.append(":")
+            _encode(value[key], out)
+        out.append("}")
+    elif isinstance(value, list | tuple):
+        out.append("[")
+        for i, item in enumerate(value):
+            if i:
+                out.append(",")
+            _encode(item, out)
+        out.append("]")
+    else:
+        raise TypeError(f"cannot canonically encode {type(value).__name__}")
+
+
+def canonical_bytes(value: Any) -> bytes:
+    """UTF-8 canonical encoding of a JSON-like value (sorted keys, exact decimal numbers)."""
+    out: list[str] = []
+    _encode(value, out)
+    return "".join(out).encode("utf-8")
+
+
+def format_timestamp(moment: datetime) -> str:
+    """UTC ISO-8601 with microseconds: the form hashed for ``occurred_at``."""
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def event_hash(fields: dict[str, Any]) -> str:
+    """SHA-256 hex digest of the canonical encoding of the hashed fields of an event.
+
+    ``fields`` must hold every name in ``HASHED_FIELDS``; ``occurred_at`` may be a
+    ``datetime`` (formatted with ``format_timestamp``) or the already formatted string.
+    """
+    payload = {name: fields[name] for name in HASHED_FIELDS}
+    if isinstance(payload["occurred_at"], datetime):
+        payload["occurred_at"] = format_timestamp(payload["occurred_at"])
+    return hashlib.sha256(canonical_bytes(payload)).hexdigest()

@@ -1,0 +1,68 @@
+"""Governance reads: audit events visible to a user and verification of the audit chain."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.db.models import QuerySet
+
+from governance.audit_chain import GENESIS_HASH_VALUE, event_hash
+from governance.models import AuditChainHead, AuditEvent
+
+
+@dataclass(frozen=True, slots=True)
+class ChainVerification:
+    """Result of walking the audit chain.
+
+    ``ok`` is True when every event's hash matches its content and links to the one
+    before; otherwise ``first_broken_sequence`` names the first sequence number that
+    fails and ``reason`` says how. ``checked`` is the number of events read.
+    """
+
+    ok: bool
+    checked: int
+    first_broken_sequence: int | None = None
+    reason: str = ""
+    head_hash: str = ""
+
+
+def audit_events_for_projects(project_ids) -> QuerySet[AuditEvent]:
+    return AuditEvent.objects.filter(project_id__in=project_ids).order_by("-sequence")
+
+
+def audit_chain_verify(*, chunk_size: int = 2000) -> ChainVerification:
+    """Walk every audit event in sequence order and check hashes, links and gaps.
+
+    Reads in chunks of ``chunk_size`` rows (a server-side cursor on PostgreSQL), so
+    memory stays flat however long the chain is. Also checks the chain head, which
+    catches events removed from the end.
+    """
+    expected = 1
+    prev = GENESIS_HASH_VALUE
+    checked = 0
+    for event in AuditEvent.objects.order_by("sequence").iterator(chunk_size=chunk_size):
+        checked += 1
+        if event.sequence != expected:
+            return ChainVerification(
+                False, checked, expected, f"sequence {expected} is missing (next is {event.sequence})"
+            )
+        if event.prev_hash != prev:
+            return ChainVerification(
+                False, checked, event.sequence, "prev_hash does not match the previous event's hash"
+            )
+        if event_hash(event.__dict__) != event.hash:
+            return ChainVerification(
+                False, checked, event.sequence, "content does not match its hash (event altered)"
+            )
+        prev = event.hash
+        expected += 1
+    head = AuditChainHead.objects.filter(pk=1).first()
+    if head is None:
+        return ChainVerification(False, checked, expected, "the chain head row is missing")
+    if head.sequence != expected - 1 or head.hash != prev:
+        if head.sequence >= expected:
+            return ChainVerification(
+                False, checked, expected, f"events {expected}..{head.sequence} were removed"
+            )
+        return ChainVerification(False, checked, head.sequence, "the chain head does not match")
+    return ChainVerification(True, checked, head_hash=prev)

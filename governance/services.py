@@ -1,0 +1,83 @@
+"""Governance writes. For now: appending to the audit log."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from django.db import models, transaction
+from django.utils import timezone
+
+from controlplane.context import Actor, current_actor, current_request_id, current_trace_id
+from governance.audit_chain import event_hash, mask_secrets, to_json_data
+from governance.models import AuditChainHead, AuditEvent
+
+ACTION_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
+
+
+def audit_record(
+    *,
+    action: str,
+    obj: models.Model | None = None,
+    project: Any = None,
+    data: dict[str, Any] | None = None,
+    actor: Actor | None = None,
+    object_type: str = "",
+    object_id: str = "",
+    object_repr: str = "",
+) -> AuditEvent:
+    """Append one audit event to the chain and return it.
+
+    ``action`` is a dotted name (``agent.version.created``). ``obj`` fills
+    ``object_type`` (``app_label.model``), ``object_id`` and ``object_repr`` unless they
+    are given. ``project`` defaults to ``obj.project`` when the object has one. ``data``
+    is any JSON-able mapping (Decimal, datetime and UUID become strings); secret-looking
+    keys and token-shaped strings are masked before writing. ``actor`` defaults to the
+    current context (``controlplane.context.current_actor``).
+
+    Runs inside the caller's transaction, so the event commits or rolls back with the
+    change it describes. Appends are serialized on the chain head row.
+
+    Raises ``ValueError`` for a malformed action name or non-mapping data.
+    """
+    if not ACTION_RE.match(action):
+        raise ValueError(f"audit action {action!r} must be a dotted lowercase name")
+    if data is not None and not isinstance(data, dict):
+        raise ValueError("audit data must be a mapping")
+    actor = actor or current_actor()
+    if obj is not None:
+        object_type = object_type or obj._meta.label_lower
+        object_id = object_id or str(obj.pk)
+        object_repr = object_repr or str(obj)
+        if project is None:
+            project = getattr(obj, "project", None)
+            if project is None and obj._meta.label_lower == "controlplane.project":
+                project = obj
+    clean_data = mask_secrets(to_json_data(data or {}))
+
+    with transaction.atomic():
+        head = AuditChainHead.objects.select_for_update().get(pk=1)
+        event = AuditEvent(
+            sequence=head.sequence + 1,
+            occurred_at=timezone.now(),
+            actor_id=actor.user_id,
+            actor_kind=actor.kind,
+            actor_name=actor.name[:200],
+            actor_ref=actor.ref[:64],
+            action=action,
+            object_type=object_type[:100],
+            object_id=object_id[:64],
+            object_repr=mask_secrets(object_repr)[:200],
+            project=project,
+            project_ref=str(project.pk) if project is not None else "",
+            request_id=current_request_id(),
+            trace_id=current_trace_id(),
+            data=clean_data,
+            prev_hash=head.hash,
+        )
+        event.hash = event_hash(event.__dict__)
+        event.save()
+        head.sequence = event.sequence
+        head.hash = event.hash
+        head.save(update_fields=["sequence", "hash"])
+    return event

@@ -1,0 +1,1 @@
+"""Governance Celery entry points (thin: load by id, call a service)."""
