@@ -38,6 +38,25 @@ def _check_broker() -> str | None:
     return None
 
 
+class HealthCheckMiddleware:
+    """Answers ``/healthz`` and ``/readyz`` before host validation and the SSL redirect.
+
+    Container and load-balancer probes connect to the pod's own address (``127.0.0.1``),
+    which is rightly not in ``ALLOWED_HOSTS``; the probes reveal nothing a host check
+    protects. Must be the first middleware.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest):
+        if request.path == "/healthz":
+            return healthz(request)
+        if request.path == "/readyz":
+            return readyz(request)
+        return self.get_response(request)
+
+
 @never_cache
 @require_GET
 def healthz(request: HttpRequest) -> JsonResponse:

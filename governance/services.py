@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from django.db import models, transaction
+from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
 from controlplane.context import Actor, current_actor, current_request_id, current_trace_id
@@ -13,6 +13,28 @@ from governance.audit_chain import event_hash, mask_secrets, to_json_data
 from governance.models import AuditChainHead, AuditEvent
 
 ACTION_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
+
+
+class AuditChainBrokenError(RuntimeError):
+    """The chain cannot be extended safely (its head row is gone while events exist)."""
+
+
+def _genesis_head() -> AuditChainHead:
+    """Create the head of an empty chain (a fresh database, or tables flushed in tests).
+
+    Refuses when events exist without a head: recreating it from the last event would
+    hide events cut from the end of the chain. Raises ``AuditChainBrokenError``.
+    """
+    if AuditEvent.objects.exists():
+        raise AuditChainBrokenError(
+            "the audit chain head row is missing while events exist; run manage.py audit_verify"
+        )
+    try:
+        with transaction.atomic():
+            AuditChainHead.objects.create(pk=1)
+    except IntegrityError:
+        pass  # a concurrent writer created it first
+    return AuditChainHead.objects.select_for_update().get(pk=1)
 
 
 def audit_record(
@@ -38,7 +60,8 @@ def audit_record(
     Runs inside the caller's transaction, so the event commits or rolls back with the
     change it describes. Appends are serialized on the chain head row.
 
-    Raises ``ValueError`` for a malformed action name or non-mapping data.
+    Raises ``ValueError`` for a malformed action name or non-mapping data, and
+    ``AuditChainBrokenError`` when the chain head is missing while events exist.
     """
     if not ACTION_RE.match(action):
         raise ValueError(f"audit action {action!r} must be a dotted lowercase name")
@@ -56,7 +79,9 @@ def audit_record(
     clean_data = mask_secrets(to_json_data(data or {}))
 
     with transaction.atomic():
-        head = AuditChainHead.objects.select_for_update().get(pk=1)
+        head = AuditChainHead.objects.select_for_update().filter(pk=1).first()
+        if head is None:
+            head = _genesis_head()
         event = AuditEvent(
             sequence=head.sequence + 1,
             occurred_at=timezone.now(),

@@ -38,13 +38,13 @@ DROP FUNCTION IF EXISTS governance_auditevent_append_only();
 
 def install_triggers(apps, schema_editor):
     if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(GUARD_FUNCTION)
-        schema_editor.execute(CREATE_TRIGGERS)
+        schema_editor.execute(GUARD_FUNCTION, params=None)
+        schema_editor.execute(CREATE_TRIGGERS, params=None)
 
 
 def remove_triggers(apps, schema_editor):
     if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(DROP_TRIGGERS)
+        schema_editor.execute(DROP_TRIGGERS, params=None)
 
 
 def seed_head(apps, schema_editor):

@@ -1,0 +1,137 @@
+"""The UI shell's view of the signed-in user: current project, roles and navigation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property, wraps
+from typing import Any
+
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.urls import reverse
+
+from controlplane.models import Membership, Project, Role
+from controlplane.permissions import get_project_or_404
+from controlplane.selectors import projects_for_user
+
+SESSION_PROJECT_KEY = "project_slug"
+
+# (label, URL name, URL names that mark the item active). Sections built by later issues
+# keep their place here so the navigation does not move as they arrive.
+NAV_ITEMS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("Dashboard", "home", ("home",)),
+    ("Agents", "agents", ("agents",)),
+    ("Tools", "tools", ("tools",)),
+    ("Flows", "flows", ("flows",)),
+    ("Runs", "runs", ("runs",)),
+    ("Approvals", "approvals", ("approvals",)),
+    ("Costs", "costs", ("costs",)),
+    ("Budgets", "budgets", ("budgets",)),
+    ("Policies", "policies", ("policies",)),
+    ("Audit", "audit-list", ("audit-list",)),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class NavItem:
+    label: str
+    url: str
+    active: bool
+    key: str
+
+
+class Shell:
+    """Lazily computed shell state for one request (cached on the request).
+
+    Nothing is queried until a template or view asks, so pages that do not show the shell
+    (admin, API docs) pay nothing.
+    """
+
+    def __init__(self, request: HttpRequest):
+        self.request = request
+
+    @property
+    def user(self) -> Any:
+        return self.request.user
+
+    @cached_property
+    def projects(self) -> list[Project]:
+        """The user's projects (``projects_for_user``), ordered by slug."""
+        return list(projects_for_user(self.user).order_by("slug"))
+
+    @cached_property
+    def roles(self) -> dict[int, Role]:
+        """The user's role per project id."""
+        if not self.user.is_authenticated:
+            return {}
+        rows = Membership.objects.filter(user=self.user).values_list("project_id", "role")
+        return {project_id: Role(role) for project_id, role in rows}
+
+    @cached_property
+    def current_project(self) -> Project | None:
+        """The project named in the session if the user is still a member, else the first one."""
+        if not self.projects:
+            return None
+        slug = self.request.session.get(SESSION_PROJECT_KEY)
+        for project in self.projects:
+            if project.slug == slug:
+                return project
+        return self.projects[0]
+
+    @property
+    def current_role(self) -> Role | None:
+        project = self.current_project
+        return self.roles.get(project.pk) if project is not None else None
+
+    @cached_property
+    def pending_approvals(self) -> int:
+        # The shell composes every section, so it reads the approvals inbox count; the
+        # import stays local to keep ``controlplane`` importable without the upper apps.
+        from approvals.selectors import pending_approval_count
+
+        return pending_approval_count(project=self.current_project)
+
+    @cached_property
+    def nav_items(self) -> list[NavItem]:
+        match = getattr(self.request, "resolver_match", None)
+        current = match.view_name if match is not None else ""
+        return [
+            NavItem(label=label, url=reverse(name), active=current in active_on, key=name)
+            for label, name, active_on in NAV_ITEMS
+        ]
+
+
+def get_shell(request: HttpRequest) -> Shell:
+    """The request's ``Shell`` (one per request, shared by views and the context processor)."""
+    shell = getattr(request, "_controlplane_shell", None)
+    if shell is None:
+        shell = Shell(request)
+        request._controlplane_shell = shell
+    return shell
+
+
+def set_current_project(request: HttpRequest, project: Project) -> None:
+    """Remember ``project`` as the user's current project for this session."""
+    request.session[SESSION_PROJECT_KEY] = project.slug
+    request.__dict__.pop("_controlplane_shell", None)
+
+
+def project_page(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Decorate a page of the current project: sign-in required, access checked.
+
+    The view is called as ``view(request, *args, project=..., role=...)``. A user without
+    any project gets the "no project yet" page instead.
+    """
+
+    @login_required
+    @wraps(view)
+    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        current = get_shell(request).current_project
+        if current is None:
+            return render(request, "controlplane/no_project.html")
+        project, role = get_project_or_404(user=request.user, slug=current.slug)
+        return view(request, *args, project=project, role=role, **kwargs)
+
+    return wrapped
