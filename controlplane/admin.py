@@ -35,11 +35,28 @@ class MembershipAdmin(admin.ModelAdmin):
 
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
-    list_display = ("name", "prefix", "project", "user", "scopes", "expires_at", "revoked_at", "last_used_at")
+    list_display = (
+        "name",
+        "prefix",
+        "project",
+        "user",
+        "scopes",
+        "expires_at",
+        "revoked_at",
+        "last_used_at",
+    )
     list_filter = ("project",)
     search_fields = ("name", "prefix")
     exclude = ("digest",)
-    readonly_fields = ("prefix", "project", "user", "scopes", "created_at", "last_used_at", "revoked_at")
+    readonly_fields = (
+        "prefix",
+        "project",
+        "user",
+        "scopes",
+        "created_at",
+        "last_used_at",
+        "revoked_at",
+    )
 
     def has_add_permission(self, request) -> bool:
         # Tokens are created in the UI or API, where the plaintext is shown once.

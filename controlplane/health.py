@@ -29,9 +29,7 @@ def _check_database() -> str | None:
 
 def _check_broker() -> str | None:
     try:
-        with Connection(
-            settings.CELERY_BROKER_URL, connect_timeout=BROKER_TIMEOUT_SECONDS
-        ) as conn:
+        with Connection(settings.CELERY_BROKER_URL, connect_timeout=BROKER_TIMEOUT_SECONDS) as conn:
             conn.ensure_connection(max_retries=1, timeout=BROKER_TIMEOUT_SECONDS)
     except Exception as exc:  # noqa: BLE001
         return f"{type(exc).__name__}: {exc}"

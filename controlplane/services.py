@@ -49,7 +49,7 @@ def project_update(*, project: Project, **changes: Any) -> Project:
     allowed = {"name", "description"}
     unknown = set(changes) - allowed
     if unknown:
-        raise ValidationError({k: "This field cannot be changed." for k in unknown})
+        raise ValidationError(dict.fromkeys(unknown, "This field cannot be changed."))
     before = {k: getattr(project, k) for k in changes}
     for key, value in changes.items():
         setattr(project, key, value)
@@ -100,7 +100,11 @@ def membership_update(*, membership: Membership, role: Role | str) -> Membership
     """Change a member's role. Raises ``ValidationError`` when it would leave no admin."""
     membership = Membership.objects.select_for_update().get(pk=membership.pk)
     before = membership.role
-    if before == Role.ADMIN and role != Role.ADMIN and _admins_left(membership.project, membership) == 0:
+    if (
+        before == Role.ADMIN
+        and role != Role.ADMIN
+        and _admins_left(membership.project, membership) == 0
+    ):
         raise ValidationError({"role": "A project needs at least one admin."})
     membership.role = role
     membership.full_clean()
@@ -151,7 +155,9 @@ def api_token_create(
     """
     if expires_at == "default":
         expires_at = timezone.now() + timedelta(days=settings.API_TOKEN_DEFAULT_TTL_DAYS)
-    role = Membership.objects.filter(project=project, user=user).values_list("role", flat=True).first()
+    role = (
+        Membership.objects.filter(project=project, user=user).values_list("role", flat=True).first()
+    )
     if role is None:
         raise ValidationError({"user": f"{user} is not a member of {project.slug}."})
     if TokenScope.APPROVE in (scopes or []) and not Role(role).includes(Role.APPROVER):
@@ -204,9 +210,7 @@ def api_token_authenticate(*, raw: str) -> ApiToken | None:
     if len(parts) < 3 or parts[0] != TOKEN_PREFIX:
         return None
     prefix = parts[1]
-    token = (
-        ApiToken.objects.select_related("user", "project").filter(prefix=prefix).first()
-    )
+    token = ApiToken.objects.select_related("user", "project").filter(prefix=prefix).first()
     if token is None or not hmac.compare_digest(token.digest, _digest(raw)):
         return None
     if not token.is_active or not token.user.is_active:

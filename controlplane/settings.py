@@ -91,9 +91,7 @@ TEMPLATES = [
 
 # --- Database ---------------------------------------------------------------------------
 DATABASES = {
-    "default": env.db_url(
-        "DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'controlplane.sqlite3'}"
-    )
+    "default": env.db_url("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'controlplane.sqlite3'}")
 }
 _db = DATABASES["default"]
 if _db["ENGINE"] == "django.db.backends.sqlite3":
@@ -242,9 +240,7 @@ SPECTACULAR_SETTINGS = {
 }
 
 # --- Logging (structlog; JSON lines unless LOG_FORMAT=console) --------------------------------
-LOG_LEVEL = env.choice(
-    "LOG_LEVEL", ("debug", "info", "warning", "error"), default="info"
-).upper()
+LOG_LEVEL = env.choice("LOG_LEVEL", ("debug", "info", "warning", "error"), default="info").upper()
 LOG_FORMAT = env.choice("LOG_FORMAT", ("json", "console"), default="console" if DEBUG else "json")
 LOGGING = build_logging(level=LOG_LEVEL, fmt=LOG_FORMAT)
 

@@ -20,7 +20,15 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(AuditEvent)
 class AuditEventAdmin(ReadOnlyAdmin):
-    list_display = ("sequence", "occurred_at", "action", "actor_name", "actor_kind", "object_repr", "project")
+    list_display = (
+        "sequence",
+        "occurred_at",
+        "action",
+        "actor_name",
+        "actor_kind",
+        "object_repr",
+        "project",
+    )
     list_filter = ("actor_kind", "action", "project")
     search_fields = ("action", "actor_name", "object_repr", "object_id", "request_id", "trace_id")
     date_hierarchy = "occurred_at"

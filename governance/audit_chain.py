@@ -55,7 +55,9 @@ def mask_secrets(value: Any) -> Any:
     """Return ``value`` with secret-looking keys' values and token-shaped strings masked."""
     if isinstance(value, dict):
         return {
-            str(k): (MASK if SECRET_KEY_RE.search(str(k)) and v not in (None, "") else mask_secrets(v))
+            str(k): (
+                MASK if SECRET_KEY_RE.search(str(k)) and v not in (None, "") else mask_secrets(v)
+            )
             for k, v in value.items()
         }
     if isinstance(value, list | tuple):

@@ -44,7 +44,10 @@ def audit_chain_verify(*, chunk_size: int = 2000) -> ChainVerification:
         checked += 1
         if event.sequence != expected:
             return ChainVerification(
-                False, checked, expected, f"sequence {expected} is missing (next is {event.sequence})"
+                False,
+                checked,
+                expected,
+                f"sequence {expected} is missing (next is {event.sequence})",
             )
         if event.prev_hash != prev:
             return ChainVerification(

@@ -36,7 +36,9 @@ def _audit_triggers_off_for_flush(request):
     flush. Only for that flush, triggers are disabled on the test's own connection.
     """
     marker = request.node.get_closest_marker("django_db")
-    transactional = bool(marker and (marker.kwargs.get("transaction") or (marker.args and marker.args[0])))
+    transactional = bool(
+        marker and (marker.kwargs.get("transaction") or (marker.args and marker.args[0]))
+    )
     if connection.vendor == "postgresql" and transactional:
         with connection.cursor() as cursor:
             cursor.execute("SET session_replication_role = DEFAULT")

@@ -69,7 +69,9 @@ def check_rbac(
     result = RbacResult()
 
     def send(client, label: str) -> tuple[int, Any]:
-        before = AuditEvent.objects.order_by("-sequence").values_list("sequence", flat=True).first() or 0
+        before = (
+            AuditEvent.objects.order_by("-sequence").values_list("sequence", flat=True).first() or 0
+        )
         kwargs = {}
         payload = _value(data)
         if payload is not None:
@@ -78,7 +80,9 @@ def check_rbac(
             kwargs["format"] = "json"
         response = getattr(client, method.lower())(_value(url), **kwargs)
         result.statuses[label] = response.status_code
-        after_events = AuditEvent.objects.filter(sequence__gt=before).values_list("action", flat=True)
+        after_events = AuditEvent.objects.filter(sequence__gt=before).values_list(
+            "action", flat=True
+        )
         if audit_action and response.status_code in success:
             assert audit_action in list(after_events), (
                 f"{label}: {method.upper()} succeeded ({response.status_code}) but wrote no "

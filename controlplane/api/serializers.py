@@ -29,7 +29,9 @@ class ProjectUpdateSerializer(serializers.ModelSerializer):
 
 class MembershipSerializer(serializers.ModelSerializer):
     username = serializers.SlugRelatedField(
-        source="user", slug_field="username", queryset=get_user_model().objects.filter(is_active=True)
+        source="user",
+        slug_field="username",
+        queryset=get_user_model().objects.filter(is_active=True),
     )
     role = serializers.ChoiceField(choices=Role.choices)
 

@@ -6,50 +6,81 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('controlplane', '0001_initial'),
+        ("controlplane", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='AuditChainHead',
+            name="AuditChainHead",
             fields=[
-                ('id', models.PositiveSmallIntegerField(default=1, primary_key=True, serialize=False)),
-                ('sequence', models.PositiveBigIntegerField(default=0)),
-                ('hash', models.CharField(default='0000000000000000000000000000000000000000000000000000000000000000', max_length=64)),
+                (
+                    "id",
+                    models.PositiveSmallIntegerField(default=1, primary_key=True, serialize=False),
+                ),
+                ("sequence", models.PositiveBigIntegerField(default=0)),
+                (
+                    "hash",
+                    models.CharField(
+                        default="0000000000000000000000000000000000000000000000000000000000000000",
+                        max_length=64,
+                    ),
+                ),
             ],
             options={
-                'constraints': [models.CheckConstraint(condition=models.Q(('id', 1)), name='audit_head_single')],
+                "constraints": [
+                    models.CheckConstraint(condition=models.Q(("id", 1)), name="audit_head_single")
+                ],
             },
         ),
         migrations.CreateModel(
-            name='AuditEvent',
+            name="AuditEvent",
             fields=[
-                ('sequence', models.PositiveBigIntegerField(primary_key=True, serialize=False)),
-                ('occurred_at', models.DateTimeField(db_index=True)),
-                ('actor_kind', models.CharField(max_length=20)),
-                ('actor_name', models.CharField(max_length=200)),
-                ('actor_ref', models.CharField(blank=True, max_length=64)),
-                ('action', models.CharField(db_index=True, max_length=100)),
-                ('object_type', models.CharField(blank=True, max_length=100)),
-                ('object_id', models.CharField(blank=True, max_length=64)),
-                ('object_repr', models.CharField(blank=True, max_length=200)),
-                ('project_ref', models.CharField(blank=True, max_length=64)),
-                ('request_id', models.CharField(blank=True, db_index=True, max_length=128)),
-                ('trace_id', models.CharField(blank=True, db_index=True, max_length=32)),
-                ('data', models.JSONField(blank=True, default=dict)),
-                ('prev_hash', models.CharField(max_length=64)),
-                ('hash', models.CharField(max_length=64, unique=True)),
-                ('actor', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('project', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='controlplane.project')),
+                ("sequence", models.PositiveBigIntegerField(primary_key=True, serialize=False)),
+                ("occurred_at", models.DateTimeField(db_index=True)),
+                ("actor_kind", models.CharField(max_length=20)),
+                ("actor_name", models.CharField(max_length=200)),
+                ("actor_ref", models.CharField(blank=True, max_length=64)),
+                ("action", models.CharField(db_index=True, max_length=100)),
+                ("object_type", models.CharField(blank=True, max_length=100)),
+                ("object_id", models.CharField(blank=True, max_length=64)),
+                ("object_repr", models.CharField(blank=True, max_length=200)),
+                ("project_ref", models.CharField(blank=True, max_length=64)),
+                ("request_id", models.CharField(blank=True, db_index=True, max_length=128)),
+                ("trace_id", models.CharField(blank=True, db_index=True, max_length=32)),
+                ("data", models.JSONField(blank=True, default=dict)),
+                ("prev_hash", models.CharField(max_length=64)),
+                ("hash", models.CharField(max_length=64, unique=True)),
+                (
+                    "actor",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "project",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="controlplane.project",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['sequence'],
-                'indexes': [models.Index(fields=['project', 'sequence'], name='audit_project_seq'), models.Index(fields=['object_type', 'object_id'], name='audit_object')],
+                "ordering": ["sequence"],
+                "indexes": [
+                    models.Index(fields=["project", "sequence"], name="audit_project_seq"),
+                    models.Index(fields=["object_type", "object_id"], name="audit_object"),
+                ],
             },
         ),
     ]

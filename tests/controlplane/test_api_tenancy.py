@@ -27,7 +27,9 @@ def bearer(raw: str) -> APIClient:
 
 
 def test_project_detail_rbac(project):
-    check_rbac(method="get", url=f"/api/v1/projects/{project.slug}/", project=project, min_role=Role.VIEWER)
+    check_rbac(
+        method="get", url=f"/api/v1/projects/{project.slug}/", project=project, min_role=Role.VIEWER
+    )
 
 
 def test_project_update_rbac(project):
@@ -43,7 +45,10 @@ def test_project_update_rbac(project):
 
 def test_member_list_rbac(project):
     check_rbac(
-        method="get", url=f"/api/v1/projects/{project.slug}/members/", project=project, min_role=Role.VIEWER
+        method="get",
+        url=f"/api/v1/projects/{project.slug}/members/",
+        project=project,
+        min_role=Role.VIEWER,
     )
 
 
@@ -106,7 +111,9 @@ def test_it_lists_only_my_projects(admin_client_api, project):
 
 
 def test_creating_a_project_makes_the_creator_admin_and_is_audited(admin_client_api, admin_user):
-    response = admin_client_api.post("/api/v1/projects/", {"slug": "new-one", "name": "New"}, format="json")
+    response = admin_client_api.post(
+        "/api/v1/projects/", {"slug": "new-one", "name": "New"}, format="json"
+    )
     assert response.status_code == 201, response.content
     project = Project.objects.get(slug="new-one")
     assert Membership.objects.get(project=project, user=admin_user).role == Role.ADMIN
@@ -116,7 +123,9 @@ def test_creating_a_project_makes_the_creator_admin_and_is_audited(admin_client_
 
 
 def test_bad_project_slug_gets_400_with_field_path(admin_client_api):
-    response = admin_client_api.post("/api/v1/projects/", {"slug": "Bad Slug!", "name": ""}, format="json")
+    response = admin_client_api.post(
+        "/api/v1/projects/", {"slug": "Bad Slug!", "name": ""}, format="json"
+    )
     assert response.status_code == 400
     body = response.json()
     assert "slug" in body and "name" in body
@@ -124,13 +133,17 @@ def test_bad_project_slug_gets_400_with_field_path(admin_client_api):
 
 
 def test_duplicate_project_slug_gets_400(admin_client_api, project):
-    response = admin_client_api.post("/api/v1/projects/", {"slug": "acme", "name": "Again"}, format="json")
+    response = admin_client_api.post(
+        "/api/v1/projects/", {"slug": "acme", "name": "Again"}, format="json"
+    )
     assert response.status_code == 400
     assert "slug" in response.json()
 
 
 def test_project_slug_cannot_change(admin_client_api, project):
-    response = admin_client_api.patch("/api/v1/projects/acme/", {"slug": "other", "name": "N"}, format="json")
+    response = admin_client_api.patch(
+        "/api/v1/projects/acme/", {"slug": "other", "name": "N"}, format="json"
+    )
     assert response.status_code == 200
     project.refresh_from_db()
     assert project.slug == "acme" and project.name == "N"
@@ -171,14 +184,18 @@ def test_adding_a_member_twice_is_a_400(admin_client_api, project):
     user = UserFactory()
     membership_create(project=project, user=user, role=Role.VIEWER)
     response = admin_client_api.post(
-        "/api/v1/projects/acme/members/", {"username": user.username, "role": "admin"}, format="json"
+        "/api/v1/projects/acme/members/",
+        {"username": user.username, "role": "admin"},
+        format="json",
     )
     assert response.status_code == 400
 
 
 def test_unknown_role_is_a_400(admin_client_api, project):
     response = admin_client_api.post(
-        "/api/v1/projects/acme/members/", {"username": UserFactory().username, "role": "god"}, format="json"
+        "/api/v1/projects/acme/members/",
+        {"username": UserFactory().username, "role": "god"},
+        format="json",
     )
     assert response.status_code == 400 and "role" in response.json()
 
@@ -228,7 +245,9 @@ def test_write_token_without_read_cannot_list(project, admin_user):
 
 
 def test_token_writes_are_audited_as_the_token(project, admin_user):
-    token, raw = api_token_create(project=project, user=admin_user, name="t", scopes=["read", "write"])
+    token, raw = api_token_create(
+        project=project, user=admin_user, name="t", scopes=["read", "write"]
+    )
     response = bearer(raw).patch("/api/v1/projects/acme/", {"name": "Via token"}, format="json")
     assert response.status_code == 200
     event = AuditEvent.objects.filter(action="project.updated").get()
@@ -241,7 +260,9 @@ def test_token_power_is_capped_by_the_creators_role(project):
     viewer = UserFactory()
     membership_create(project=project, user=viewer, role=Role.VIEWER)
     _, raw = api_token_create(project=project, user=viewer, name="t", scopes=["read", "write"])
-    assert bearer(raw).patch("/api/v1/projects/acme/", {"name": "x"}, format="json").status_code == 403
+    assert (
+        bearer(raw).patch("/api/v1/projects/acme/", {"name": "x"}, format="json").status_code == 403
+    )
 
 
 def test_approve_scope_needs_the_approver_role(project):
@@ -287,7 +308,9 @@ def test_token_stops_working_when_its_creator_leaves(project, admin_user):
 
 def test_tokens_cannot_mint_tokens(project, admin_user):
     _, raw = api_token_create(project=project, user=admin_user, name="t", scopes=["read", "write"])
-    response = bearer(raw).post("/api/v1/projects/acme/tokens/", {"name": "x", "scopes": ["read"]}, format="json")
+    response = bearer(raw).post(
+        "/api/v1/projects/acme/tokens/", {"name": "x", "scopes": ["read"]}, format="json"
+    )
     assert response.status_code == 403
 
 

@@ -142,9 +142,12 @@ class TestAppendOnly:
     )
     def test_postgres_trigger_rejects_changes(self, sql):
         write_events(2)
-        with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
-            with connection.cursor() as cursor:
-                cursor.execute(sql)
+        with (
+            pytest.raises(DatabaseError, match="append-only"),
+            transaction.atomic(),
+            connection.cursor() as cursor,
+        ):
+            cursor.execute(sql)
         assert AuditEvent.objects.count() == 2
         assert audit_chain_verify().ok
 
@@ -199,7 +202,6 @@ class TestVerifyCommand:
             call_command("audit_verify")
 
 
-
 @pytest.mark.django_db(transaction=True)
 def test_the_cli_exits_non_zero_naming_the_sequence():
     import subprocess
@@ -207,11 +209,15 @@ def test_the_cli_exits_non_zero_naming_the_sequence():
     from tests.procs import manage_py, process_env
 
     write_events(3)
-    ok = subprocess.run(manage_py("audit_verify"), env=process_env(), capture_output=True, text=True)
+    ok = subprocess.run(
+        manage_py("audit_verify"), env=process_env(), capture_output=True, text=True
+    )
     assert ok.returncode == 0, ok.stderr
     assert "audit chain OK: 3 events" in ok.stdout
     tamper("UPDATE governance_auditevent SET actor_name = 'mallory' WHERE sequence = 2")
-    bad = subprocess.run(manage_py("audit_verify"), env=process_env(), capture_output=True, text=True)
+    bad = subprocess.run(
+        manage_py("audit_verify"), env=process_env(), capture_output=True, text=True
+    )
     assert bad.returncode == 1
     assert "audit chain broken at sequence 2" in bad.stderr
 

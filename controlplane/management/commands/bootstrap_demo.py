@@ -31,10 +31,15 @@ class Command(BaseCommand):
 
     def handle(self, *args, force: bool, **options) -> None:
         if not settings.DEBUG and not force:
-            raise CommandError("bootstrap_demo creates a known admin; run it with DEBUG on or --force")
+            raise CommandError(
+                "bootstrap_demo creates a known admin; run it with DEBUG on or --force"
+            )
         login_file = Path(settings.VAR_DIR) / "demo-login.txt"
         user_model = get_user_model()
-        with acting_as(Actor(kind=ACTOR_SYSTEM, name="system:bootstrap_demo")), transaction.atomic():
+        with (
+            acting_as(Actor(kind=ACTOR_SYSTEM, name="system:bootstrap_demo")),
+            transaction.atomic(),
+        ):
             user = user_model.objects.filter(username=DEMO_USERNAME).first()
             if user is None:
                 password = secrets.token_urlsafe(12)
