@@ -72,6 +72,10 @@ def to_json_data(value: Any) -> Any:
     return json.loads(json.dumps(value, cls=DjangoJSONEncoder))
 
 
+# What json.dumps(s, ensure_ascii=False) uses for a str, without its per-call set-up.
+_encode_str = json.encoder.encode_basestring
+
+
 def _number(value: int | float | Decimal) -> str:
     if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
         raise ValueError("audit data may not hold NaN or infinity")
@@ -91,13 +95,13 @@ def _encode(value: Any, out: list[str]) -> None:
     elif isinstance(value, int | float | Decimal):
         out.append(_number(value))
     elif isinstance(value, str):
-        out.append(json.dumps(value, ensure_ascii=False))
+        out.append(_encode_str(value))
     elif isinstance(value, dict):
         out.append("{")
         for i, key in enumerate(sorted(value, key=str)):
             if i:
                 out.append(",")
-            out.append(json.dumps(str(key), ensure_ascii=False))
+            out.append(_encode_str(str(key)))
             out.append(":")
             _encode(value[key], out)
         out.append("}")

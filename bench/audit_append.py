@@ -1,0 +1,131 @@
+"""Benchmark: audit log append throughput (1 and N writers) and chain verification speed.
+
+Uses a scratch database: a temporary SQLite file, or, when DATABASE_URL names a
+PostgreSQL database, that database is created fresh (dropped first) and migrated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+import tracemalloc
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def setup_django() -> str:
+    os.environ.setdefault("DEBUG", "true")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "controlplane.settings")
+    url = os.environ.get("DATABASE_URL", "")
+    if not url.startswith("postgres"):
+        scratch = Path(tempfile.mkdtemp(prefix="cp-bench-")) / "bench.sqlite3"
+        os.environ["DATABASE_URL"] = f"sqlite:///{scratch}"
+        backend = "sqlite"
+    else:
+        import psycopg
+
+        base, name = url.rsplit("/", 1)
+        with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+            conn.execute(f'CREATE DATABASE "{name}"')
+        backend = "postgresql"
+    os.environ["LOG_LEVEL"] = "warning"
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    return backend
+
+
+def append_rate(n_threads: int, per_thread: int) -> float:
+    from django.db import connections
+
+    from governance.services import audit_record
+
+    barrier = threading.Barrier(n_threads + 1)
+    errors: list[BaseException] = []
+
+    def writer(t: int) -> None:
+        try:
+            barrier.wait()
+            for i in range(per_thread):
+                audit_record(
+                    action="bench.event",
+                    data={"thread": t, "i": i, "args": {"to": "x@example.com", "n": 1.5}},
+                )
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=writer, args=(t,)) for t in range(n_threads)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    start = time.perf_counter()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - start
+    if errors:
+        raise errors[0]
+    return n_threads * per_thread / elapsed
+
+
+def verify_rate() -> tuple[float, int, float]:
+    from governance.selectors import audit_chain_verify
+
+    tracemalloc.start()
+    start = time.perf_counter()
+    result = audit_chain_verify()
+    elapsed = time.perf_counter() - start
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert result.ok, result
+    return result.checked / elapsed, result.checked, peak / 1024 / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=2000, help="events per run")
+    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    backend = setup_django()
+
+    single = append_rate(1, args.events)
+    multi = append_rate(args.threads, max(1, args.events // args.threads))
+    v_rate, v_count, v_peak = verify_rate()
+    rows = [
+        ("append, 1 writer", f"{single:,.0f} events/s"),
+        (f"append, {args.threads} writers", f"{multi:,.0f} events/s"),
+        (f"verify ({v_count} events)", f"{v_rate:,.0f} events/s"),
+        ("verify peak Python memory", f"{v_peak:.1f} MiB"),
+    ]
+    result = {
+        "backend": backend,
+        "append_events_per_second_1_writer": round(single),
+        f"append_events_per_second_{args.threads}_writers": round(multi),
+        "verify_events_per_second": round(v_rate),
+        "verify_events": v_count,
+        "verify_peak_mib": round(v_peak, 2),
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"audit log benchmark on {backend}")
+        width = max(len(r[0]) for r in rows)
+        for name, value in rows:
+            print(f"  {name:<{width}}  {value:>18}")
+
+
+if __name__ == "__main__":
+    main()
