@@ -1,3 +1,10 @@
 """UI routes for agents."""
 
-urlpatterns = []
+from django.urls import path
+
+from agents import views
+
+urlpatterns = [
+    path("agents/", views.agent_list, name="agents"),
+    path("tools/", views.tool_list, name="tools"),
+]

@@ -1,4 +1,4 @@
-"""App config for approvals."""
+"""App config for approvals; contributes the inbox badge and a dashboard number."""
 
 from django.apps import AppConfig
 
@@ -6,3 +6,22 @@ from django.apps import AppConfig
 class ApprovalsConfig(AppConfig):
     name = "approvals"
     verbose_name = "Approvals"
+
+    def ready(self) -> None:
+        from approvals.selectors import pending_approval_count
+        from controlplane.extensions import (
+            DashboardStat,
+            register_dashboard_stat,
+            register_nav_badge,
+        )
+
+        register_nav_badge("approvals", lambda project: pending_approval_count(project=project))
+        register_dashboard_stat(
+            DashboardStat(
+                key="approvals.pending",
+                label="Pending approvals",
+                url_name="approvals",
+                value=lambda project, user, role: pending_approval_count(project=project),
+                order=30,
+            )
+        )

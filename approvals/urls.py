@@ -1,3 +1,9 @@
 """UI routes for approvals."""
 
-urlpatterns = []
+from django.urls import path
+
+from approvals import views
+
+urlpatterns = [
+    path("approvals/", views.approval_list, name="approvals"),
+]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 from django import forms
 from django.contrib.auth import get_user_model
@@ -40,18 +41,38 @@ class ProjectCreateForm(forms.Form):
     description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
 
 
-class ProjectUpdateForm(forms.Form):
+class PrefixedIdsForm(forms.Form):
+    """A form whose element ids start with ``id_<id_prefix>_``.
+
+    Several forms share the project settings page; their ids (and the labels,
+    ``aria-describedby`` and error ids built from them) must not collide.
+    """
+
+    id_prefix = ""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        kwargs.setdefault("auto_id", f"id_{self.id_prefix}_%s")
+        super().__init__(*args, **kwargs)
+
+
+class ProjectUpdateForm(PrefixedIdsForm):
     name = forms.CharField(max_length=200)
     description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}))
+
+    id_prefix = "details"
 
     @classmethod
     def for_project(cls, project: Project) -> ProjectUpdateForm:
         return cls(initial={"name": project.name, "description": project.description})
 
 
-class MemberAddForm(forms.Form):
-    username = forms.CharField(max_length=150, widget=forms.TextInput(attrs={"autocomplete": "off"}))
+class MemberAddForm(PrefixedIdsForm):
+    username = forms.CharField(
+        max_length=150, widget=forms.TextInput(attrs={"autocomplete": "off"})
+    )
     role = forms.ChoiceField(choices=Role.choices, initial=Role.VIEWER)
+
+    id_prefix = "member_add"
 
     def clean_username(self):
         username = self.cleaned_data["username"].strip()
@@ -66,7 +87,7 @@ class MemberRoleForm(forms.Form):
     role = forms.ChoiceField(choices=Role.choices)
 
 
-class ApiTokenCreateForm(forms.Form):
+class ApiTokenCreateForm(PrefixedIdsForm):
     name = forms.CharField(max_length=100, widget=forms.TextInput(attrs={"autocomplete": "off"}))
     scopes = forms.MultipleChoiceField(
         choices=TokenScope.choices,
@@ -82,10 +103,11 @@ class ApiTokenCreateForm(forms.Form):
         help_text="Leave empty for the default lifetime.",
     )
 
+    id_prefix = "token"
+
     def expires_at(self) -> datetime | str:
         """The ``expires_at`` argument for ``api_token_create`` ("default" when left empty)."""
         days = self.cleaned_data.get("expires_in_days")
         if days is None:
             return "default"
         return timezone.now() + timedelta(days=days)
-

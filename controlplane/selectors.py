@@ -33,3 +33,11 @@ def api_tokens_for(project: Project, *, user: Any, role: Role) -> QuerySet[ApiTo
 
 def worker_heartbeats() -> QuerySet[WorkerHeartbeat]:
     return WorkerHeartbeat.objects.all()
+
+
+def roles_by_project(user: Any) -> dict[int, Role]:
+    """The user's role per project id (empty for anonymous users)."""
+    if user is None or not user.is_authenticated:
+        return {}
+    rows = Membership.objects.filter(user=user).values_list("project_id", "role")
+    return {project_id: Role(role) for project_id, role in rows}

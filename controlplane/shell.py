@@ -12,9 +12,11 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
 
-from controlplane.models import Membership, Project, Role
+from controlplane.extensions import nav_badge
+from controlplane.forms import ProjectCreateForm
+from controlplane.models import Project, Role
 from controlplane.permissions import get_project_or_404
-from controlplane.selectors import projects_for_user
+from controlplane.selectors import projects_for_user, roles_by_project
 
 SESSION_PROJECT_KEY = "project_slug"
 
@@ -64,10 +66,7 @@ class Shell:
     @cached_property
     def roles(self) -> dict[int, Role]:
         """The user's role per project id."""
-        if not self.user.is_authenticated:
-            return {}
-        rows = Membership.objects.filter(user=self.user).values_list("project_id", "role")
-        return {project_id: Role(role) for project_id, role in rows}
+        return roles_by_project(self.user)
 
     @cached_property
     def current_project(self) -> Project | None:
@@ -87,11 +86,8 @@ class Shell:
 
     @cached_property
     def pending_approvals(self) -> int:
-        # The shell composes every section, so it reads the approvals inbox count; the
-        # import stays local to keep ``controlplane`` importable without the upper apps.
-        from approvals.selectors import pending_approval_count
-
-        return pending_approval_count(project=self.current_project)
+        # Registered by the approvals app (controlplane never imports the apps above it).
+        return nav_badge("approvals", self.current_project) or 0
 
     @cached_property
     def nav_items(self) -> list[NavItem]:
@@ -130,7 +126,9 @@ def project_page(view: Callable[..., HttpResponse]) -> Callable[..., HttpRespons
     def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         current = get_shell(request).current_project
         if current is None:
-            return render(request, "controlplane/no_project.html")
+            return render(
+                request, "controlplane/no_project.html", {"create_form": ProjectCreateForm()}
+            )
         project, role = get_project_or_404(user=request.user, slug=current.slug)
         return view(request, *args, project=project, role=role, **kwargs)
 

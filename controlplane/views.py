@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.contrib import messages
@@ -11,13 +11,13 @@ from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
 from controlplane import services
+from controlplane.extensions import dashboard_panels, dashboard_stats
 from controlplane.forms import (
     ApiTokenCreateForm,
     MemberAddForm,
@@ -27,36 +27,39 @@ from controlplane.forms import (
     add_service_errors,
 )
 from controlplane.htmx import is_partial_request, render_page
-from controlplane.models import Project, Role
+from controlplane.models import Membership, Project, Role
 from controlplane.permissions import get_project_or_404, membership_role
 from controlplane.selectors import api_tokens_for, memberships_for_project
 from controlplane.shell import get_shell, project_page, set_current_project
-
-DASHBOARD_RECENT_EVENTS = 10
 
 # --- Dashboard and projects ----------------------------------------------------------------
 
 
 @project_page
 def home(request: HttpRequest, *, project: Project, role: Role) -> HttpResponse:
-    # The dashboard sums up every section, so it reads from the apps above controlplane;
-    # the imports stay local so controlplane itself never needs them at import time.
-    from governance.selectors import audit_events_for_projects
-
-    events = audit_events_for_projects([project.pk])
+    """The project dashboard: core numbers plus what the other apps registered."""
     tokens = api_tokens_for(project, user=request.user, role=role)
-    context = {
-        "project": project,
-        "role": role,
-        "member_count": memberships_for_project(project).count(),
-        "active_token_count": sum(1 for token in tokens if token.is_active),
-        "tokens_are_all": role.includes(Role.ADMIN),
-        "pending_approval_count": get_shell(request).pending_approvals,
-        "audit_events_24h": events.filter(
-            occurred_at__gte=timezone.now() - timedelta(hours=24)
-        ).count(),
-        "recent_events": events[:DASHBOARD_RECENT_EVENTS],
-    }
+    stats = [
+        {"label": "Members", "value": memberships_for_project(project).count(), "url": ""},
+        {
+            "label": "Active API tokens" + ("" if role.includes(Role.ADMIN) else " (yours)"),
+            "value": sum(1 for token in tokens if token.is_active),
+            "url": "",
+        },
+    ]
+    for stat in dashboard_stats():
+        stats.append(
+            {
+                "label": stat.label,
+                "value": stat.value(project, request.user, role),
+                "url": reverse(stat.url_name) if stat.url_name else "",
+            }
+        )
+    panels = [
+        {"template": panel.template, "data": panel.context(project, request.user, role)}
+        for panel in dashboard_panels()
+    ]
+    context = {"project": project, "role": role, "stats": stats, "panels": panels}
     return render(request, "controlplane/home.html", context)
 
 
@@ -96,15 +99,29 @@ def project_list(request: HttpRequest) -> HttpResponse:
 # --- Project settings ------------------------------------------------------------------------
 
 
-def _member_rows(project: Project, bound: tuple[int, MemberRoleForm] | None) -> list[tuple]:
-    """(membership, role form) per member; ``bound`` replaces one row's form (with errors)."""
+def _role_auto_id(membership: Membership) -> str:
+    """Distinct element ids for each member row's role form (the field name stays ``role``)."""
+    return f"id_member{membership.pk}_%s"
+
+
+@dataclass
+class MemberRow:
+    """One row of the members table: its role form and the errors of a failed change."""
+
+    membership: Membership
+    form: MemberRoleForm
+    errors: list[str] = field(default_factory=list)
+
+
+def _member_rows(project: Project, failed: MemberRow | None) -> list[MemberRow]:
+    """A row per member; ``failed`` replaces the row of a change that was refused."""
     rows = []
     for membership in memberships_for_project(project).order_by("user__username"):
-        if bound is not None and bound[0] == membership.pk:
-            form = bound[1]
-        else:
-            form = MemberRoleForm(initial={"role": membership.role}, prefix=f"m{membership.pk}")
-        rows.append((membership, form))
+        if failed is not None and failed.membership.pk == membership.pk:
+            rows.append(failed)
+            continue
+        form = MemberRoleForm(initial={"role": membership.role}, auto_id=_role_auto_id(membership))
+        rows.append(MemberRow(membership, form))
     return rows
 
 
@@ -113,7 +130,7 @@ def _settings_context(
     project: Project,
     role: Role,
     *,
-    bound_row: tuple[int, MemberRoleForm] | None = None,
+    failed_row: MemberRow | None = None,
     **overrides: Any,
 ) -> dict[str, Any]:
     context = {
@@ -121,7 +138,7 @@ def _settings_context(
         "role": role,
         "is_admin": role.includes(Role.ADMIN),
         "details_form": ProjectUpdateForm.for_project(project),
-        "member_rows": _member_rows(project, bound_row),
+        "member_rows": _member_rows(project, failed_row),
         "member_add_form": MemberAddForm(),
         "tokens": api_tokens_for(project, user=request.user, role=role),
         "token_form": ApiTokenCreateForm(),
@@ -211,7 +228,7 @@ def _project_membership(request: HttpRequest, project: str, membership_id: int) 
 @require_POST
 def member_role(request: HttpRequest, project: str, membership_id: int) -> HttpResponse:
     project_obj, role, membership = _project_membership(request, project, membership_id)
-    form = MemberRoleForm(request.POST, prefix=f"m{membership.pk}")
+    form = MemberRoleForm(request.POST, auto_id=_role_auto_id(membership))
     if form.is_valid():
         try:
             membership = services.membership_update(
@@ -222,9 +239,8 @@ def member_role(request: HttpRequest, project: str, membership_id: int) -> HttpR
         else:
             notice = f"{membership.user.get_username()} is now {membership.get_role_display()}."
             return _section_saved(request, project_obj, section="members", notice=notice)
-    return _settings_page(
-        request, project_obj, role, section="members", bound_row=(membership.pk, form)
-    )
+    failed = MemberRow(membership, form, [*form.non_field_errors(), *form["role"].errors])
+    return _settings_page(request, project_obj, role, section="members", failed_row=failed)
 
 
 @login_required
@@ -235,11 +251,9 @@ def member_remove(request: HttpRequest, project: str, membership_id: int) -> Htt
     try:
         services.membership_delete(membership=membership)
     except ValidationError as error:
-        form = MemberRoleForm(initial={"role": membership.role}, prefix=f"m{membership.pk}")
-        form.add_error(None, error.messages)
-        return _settings_page(
-            request, project_obj, role, section="members", bound_row=(membership.pk, form)
-        )
+        form = MemberRoleForm(initial={"role": membership.role}, auto_id=_role_auto_id(membership))
+        failed = MemberRow(membership, form, error.messages)
+        return _settings_page(request, project_obj, role, section="members", failed_row=failed)
     return _section_saved(
         request, project_obj, section="members", notice=f"Removed {username} from the project."
     )

@@ -1,4 +1,4 @@
-"""App config for governance; registers the audit recorder for lower layers."""
+"""App config for governance; registers the audit recorder and the dashboard's audit panel."""
 
 from django.apps import AppConfig
 
@@ -13,3 +13,44 @@ class GovernanceConfig(AppConfig):
         from governance.services import audit_record
 
         register_recorder(audit_record)
+        _register_dashboard()
+
+
+def _register_dashboard() -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from controlplane.extensions import (
+        DashboardPanel,
+        DashboardStat,
+        register_dashboard_panel,
+        register_dashboard_stat,
+    )
+    from governance.selectors import audit_events_for_projects
+
+    recent_events = 10
+
+    register_dashboard_stat(
+        DashboardStat(
+            key="audit.last_24h",
+            label="Audit events, last 24 h",
+            url_name="audit-list",
+            value=lambda project, user, role: (
+                audit_events_for_projects([project.pk])
+                .filter(occurred_at__gte=timezone.now() - timedelta(hours=24))
+                .count()
+            ),
+            order=90,
+        )
+    )
+    register_dashboard_panel(
+        DashboardPanel(
+            key="audit.recent",
+            template="governance/partials/dashboard_recent.html",
+            context=lambda project, user, role: {
+                "recent_events": list(audit_events_for_projects([project.pk])[:recent_events])
+            },
+            order=90,
+        )
+    )

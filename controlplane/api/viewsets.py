@@ -53,11 +53,9 @@ class ProjectViewSet(
 
     def get_serializer_context(self):
         context = super().get_serializer_context()
-        user = self.request.user
-        if user.is_authenticated:
-            context["roles"] = dict(
-                Membership.objects.filter(user=user).values_list("project_id", "role")
-            )
+        context["roles"] = {
+            pk: role.value for pk, role in selectors.roles_by_project(self.request.user).items()
+        }
         return context
 
     def get_object(self):
