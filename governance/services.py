@@ -25,13 +25,16 @@ def _genesis_head() -> AuditChainHead:
     Refuses when events exist without a head: recreating it from the last event would
     hide events cut from the end of the chain. Raises ``AuditChainBrokenError``.
     """
-    if AuditEvent.objects.exists():
-        raise AuditChainBrokenError(
-            "the audit chain head row is missing while events exist; run manage.py audit_verify"
-        )
     try:
+        # The insert blocks on the primary key while a concurrent creator's transaction is
+        # open, then fails: only the writer that really created the head checks for events.
         with transaction.atomic():
             AuditChainHead.objects.create(pk=1)
+            if AuditEvent.objects.exists():
+                raise AuditChainBrokenError(
+                    "the audit chain head row is missing while events exist; "
+                    "run manage.py audit_verify"
+                )
     except IntegrityError:
         pass  # a concurrent writer created it first
     return AuditChainHead.objects.select_for_update().get(pk=1)

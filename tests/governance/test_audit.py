@@ -105,6 +105,17 @@ class TestChain:
         assert AuditChainHead.objects.get().sequence == 0
         assert audit_record(action="test.event").sequence == 1
 
+    def test_appends_stop_when_the_head_is_gone_but_events_remain(self):
+        from governance.services import AuditChainBrokenError
+
+        write_events(2)
+        tamper("DELETE FROM governance_auditchainhead")
+        with pytest.raises(AuditChainBrokenError):
+            audit_record(action="test.event")
+        assert AuditEvent.objects.count() == 2
+        result = audit_chain_verify()
+        assert not result.ok and "head row is missing" in result.reason
+
     def test_sign_in_and_failed_sign_in_are_audited(self, client):
         UserFactory(username="bob", password="pw-ok-123456")
         assert not client.login(username="bob", password="wrong")
