@@ -22,7 +22,10 @@ def test_every_model_is_registered_in_the_admin():
 
 
 @pytest.mark.django_db
-def test_audit_events_are_read_only_in_the_admin(admin_client):
+def test_audit_events_are_read_only_in_the_admin(client, django_user_model):
+    staff = django_user_model.objects.create_superuser("root", "root@example.com", "pw-123456")
+    client.force_login(staff)
+    admin_client = client
     event = audit_record(action="test.event")
     page = admin_client.get(f"/admin/governance/auditevent/{event.pk}/change/")
     assert page.status_code == 200
