@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.db import connections
 
 from controlplane.models import ApiToken
 from controlplane.services import project_create
@@ -116,3 +117,6 @@ def test_sign_in_switch_project_and_create_a_token(live_server, sync_playwright)
             assert not foreign_requests, foreign_requests
         finally:
             browser.close()
+            # ORM calls made while Playwright's loop runs use a connection local to that
+            # context (asgiref Local); close it, or it outlives the test database.
+            connections.close_all()
