@@ -1,1 +1,443 @@
-"""Agents data."""
+"""The agent registry: model endpoints, MCP servers, tools, agents, immutable agent versions, grants."""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+
+import jsonschema
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.db import models
+from django.utils import timezone
+
+from controlplane.models import Role, slug_validator
+from controlplane.secrets import ENV_VAR_NAME_RE
+from governance.conditions import EFFECTS, ConditionError, compile_condition
+
+tool_name_validator = RegexValidator(
+    r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$",
+    "Start with a letter; use up to 64 letters, digits, '_', '.' or '-'.",
+)
+
+
+def _check_env_var(value: str, field: str) -> None:
+    if value and not ENV_VAR_NAME_RE.match(value):
+        raise ValidationError({field: "Use an environment variable name such as OPENAI_API_KEY."})
+
+
+class VersionImmutableError(Exception):
+    """Raised when code tries to change or delete an agent version or its grants."""
+
+
+class ProviderKind(models.TextChoices):
+    OPENAI = "openai", "OpenAI"
+    ANTHROPIC = "anthropic", "Anthropic"
+    OPENAI_COMPATIBLE = "openai_compatible", "OpenAI-compatible (Ollama, vLLM, llama.cpp)"
+    SCRIPTED = "scripted", "Scripted (deterministic tests and demos)"
+
+
+class ModelEndpoint(models.Model):
+    """Where model calls go: a provider, its credentials and optional price overrides.
+
+    The credential is either the name of an environment variable holding the API key
+    (``credential_env_var``) or the key encrypted with ``controlplane.secrets``
+    (``credential_encrypted``); never plain text, never returned by the API.
+    ``price_overrides`` maps a model name to USD per million tokens, as decimal strings:
+    ``{"llama3.1:8b": {"input_per_mtok": "0", "output_per_mtok": "0"}}``; models without
+    an override are priced by genai-prices under ``genai_prices_provider``.
+    """
+
+    project = models.ForeignKey(
+        "controlplane.Project", on_delete=models.CASCADE, related_name="model_endpoints"
+    )
+    name = models.SlugField(max_length=50, validators=[slug_validator])
+    kind = models.CharField(max_length=32, choices=ProviderKind.choices)
+    base_url = models.URLField(blank=True)
+    default_model = models.CharField(max_length=200, blank=True)
+    genai_prices_provider = models.CharField(
+        max_length=64, blank=True, help_text="genai-prices provider id, e.g. openai, anthropic."
+    )
+    credential_env_var = models.CharField(max_length=128, blank=True)
+    credential_encrypted = models.TextField(blank=True, editable=False)
+    price_overrides = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["project", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "name"], name="endpoint_unique_name")
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def has_credential(self) -> bool:
+        return bool(self.credential_env_var or self.credential_encrypted)
+
+    def clean(self) -> None:
+        if self.kind == ProviderKind.OPENAI_COMPATIBLE and not self.base_url:
+            raise ValidationError({"base_url": "An OpenAI-compatible endpoint needs a base URL."})
+        _check_env_var(self.credential_env_var, "credential_env_var")
+        if self.credential_env_var and self.credential_encrypted:
+            raise ValidationError(
+                {"credential_env_var": "Give an environment variable or a stored key, not both."}
+            )
+        if not isinstance(self.price_overrides, dict):
+            raise ValidationError({"price_overrides": "Must be an object keyed by model name."})
+        for model_name, prices in self.price_overrides.items():
+            if not isinstance(prices, dict) or set(prices) - {"input_per_mtok", "output_per_mtok"}:
+                raise ValidationError(
+                    {
+                        "price_overrides": f"{model_name}: use input_per_mtok and "
+                        "output_per_mtok (USD per million tokens)."
+                    }
+                )
+            for key, value in prices.items():
+                try:
+                    price = Decimal(str(value))
+                except InvalidOperation:
+                    price = Decimal(-1)
+                if not price.is_finite() or price < 0:
+                    raise ValidationError(
+                        {"price_overrides": f"{model_name}.{key}: {value!r} is not a price >= 0."}
+                    )
+
+
+class MCPTransport(models.TextChoices):
+    STREAMABLE_HTTP = "streamable_http", "Streamable HTTP"
+    STDIO = "stdio", "stdio (local command)"
+
+
+class MCPServer(models.Model):
+    """A Model Context Protocol server whose tools can be synced into the registry."""
+
+    project = models.ForeignKey(
+        "controlplane.Project", on_delete=models.CASCADE, related_name="mcp_servers"
+    )
+    name = models.SlugField(max_length=50, validators=[slug_validator])
+    transport = models.CharField(max_length=20, choices=MCPTransport.choices)
+    url = models.URLField(blank=True)
+    command = models.JSONField(default=list, blank=True, help_text='argv, e.g. ["uvx", "srv"]')
+    auth_env_var = models.CharField(
+        max_length=128, blank=True, help_text="Bearer token for HTTP, from this variable."
+    )
+    last_synced_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_sync_error = models.TextField(blank=True, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["project", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "name"], name="mcp_server_unique_name")
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        _check_env_var(self.auth_env_var, "auth_env_var")
+        if self.transport == MCPTransport.STREAMABLE_HTTP and not self.url:
+            raise ValidationError({"url": "A streamable HTTP server needs a URL."})
+        if self.transport == MCPTransport.STDIO and (
+            not isinstance(self.command, list)
+            or not self.command
+            or not all(isinstance(a, str) and a for a in self.command)
+        ):
+            raise ValidationError({"command": "Give the command as a non-empty list of strings."})
+
+
+class ToolKind(models.TextChoices):
+    HTTP = "http", "HTTP"
+    MCP = "mcp", "MCP"
+    BUILTIN = "builtin", "Built-in"
+
+
+class RiskLevel(models.TextChoices):
+    READ = "read", "Read"
+    WRITE = "write", "Write"
+    FINANCIAL = "financial", "Financial"
+    DESTRUCTIVE = "destructive", "Destructive"
+
+
+HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+
+def check_json_schema(schema, field: str) -> None:
+    """Raise ``ValidationError`` on ``field`` unless ``schema`` is a valid JSON Schema
+    (draft 2020-12) describing an object."""
+    if not isinstance(schema, dict):
+        raise ValidationError({field: "A JSON Schema must be an object."})
+    try:
+        jsonschema.Draft202012Validator.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        where = "/".join(str(p) for p in exc.absolute_path) or "(root)"
+        raise ValidationError({field: f"Invalid JSON Schema at {where}: {exc.message}"}) from exc
+    if schema.get("type", "object") != "object":
+        raise ValidationError({field: "Tool arguments must be described by an object schema."})
+
+
+class Tool(models.Model):
+    """Something an agent can call: an HTTP endpoint, an MCP server's tool, or built-in code.
+
+    ``http_headers`` maps header names to ``{"value": "..."}`` (not secret) or
+    ``{"secret_env": "VAR"}`` (read from the environment at call time). ``removed_at`` is
+    set when a synced MCP tool disappears from its server: kept for history, not callable.
+    """
+
+    project = models.ForeignKey(
+        "controlplane.Project", on_delete=models.CASCADE, related_name="tools"
+    )
+    name = models.CharField(max_length=64, validators=[tool_name_validator])
+    description = models.TextField(blank=True)
+    kind = models.CharField(max_length=16, choices=ToolKind.choices)
+    input_schema = models.JSONField(default=dict)
+    output_schema = models.JSONField(null=True, blank=True)
+    http_url = models.URLField(blank=True)
+    http_method = models.CharField(max_length=8, blank=True, default="POST")
+    http_headers = models.JSONField(default=dict, blank=True)
+    timeout_seconds = models.FloatField(
+        default=30.0, validators=[MinValueValidator(0.1), MaxValueValidator(600)]
+    )
+    mcp_server = models.ForeignKey(
+        MCPServer, on_delete=models.PROTECT, null=True, blank=True, related_name="tools"
+    )
+    mcp_tool_name = models.CharField(max_length=200, blank=True)
+    builtin_name = models.CharField(max_length=100, blank=True)
+    risk = models.CharField(max_length=16, choices=RiskLevel.choices, default=RiskLevel.READ)
+    idempotent = models.BooleanField(default=False)
+    cost_per_call_usd = models.DecimalField(
+        max_digits=12, decimal_places=6, null=True, blank=True, validators=[MinValueValidator(0)]
+    )
+    removed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["project", "name"]
+        constraints = [models.UniqueConstraint(fields=["project", "name"], name="tool_unique_name")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        check_json_schema(self.input_schema, "input_schema")
+        if self.output_schema is not None:
+            if not isinstance(self.output_schema, dict):
+                raise ValidationError({"output_schema": "A JSON Schema must be an object."})
+            try:
+                jsonschema.Draft202012Validator.check_schema(self.output_schema)
+            except jsonschema.SchemaError as exc:
+                raise ValidationError(
+                    {"output_schema": f"Invalid JSON Schema: {exc.message}"}
+                ) from exc
+        if self.kind == ToolKind.HTTP:
+            if not self.http_url:
+                raise ValidationError({"http_url": "An HTTP tool needs a URL."})
+            if self.http_method not in HTTP_METHODS:
+                raise ValidationError({"http_method": f"Use one of {', '.join(HTTP_METHODS)}."})
+            if not isinstance(self.http_headers, dict):
+                raise ValidationError({"http_headers": "Headers must be an object."})
+            for header, spec in self.http_headers.items():
+                if (
+                    not isinstance(spec, dict)
+                    or len(spec) != 1
+                    or next(iter(spec))
+                    not in (
+                        "value",
+                        "secret_env",
+                    )
+                ):
+                    raise ValidationError(
+                        {
+                            "http_headers": f"{header}: use {{'value': ...}} or {{'secret_env': VAR}}."
+                        }
+                    )
+                if "secret_env" in spec:
+                    _check_env_var(spec["secret_env"], "http_headers")
+        elif self.kind == ToolKind.MCP:
+            if self.mcp_server_id is None or not self.mcp_tool_name:
+                raise ValidationError({"mcp_server": "An MCP tool needs a server and a tool name."})
+            if self.mcp_server.project_id != self.project_id:
+                raise ValidationError({"mcp_server": "The MCP server belongs to another project."})
+        elif self.kind == ToolKind.BUILTIN:
+            from agents.builtins import registry
+
+            if self.builtin_name not in registry:
+                raise ValidationError(
+                    {
+                        "builtin_name": f"No built-in tool {self.builtin_name!r}; "
+                        f"registered: {', '.join(sorted(registry)) or 'none'}."
+                    }
+                )
+
+
+class Agent(models.Model):
+    """A named agent in a project. Its configuration lives in immutable versions; exactly one
+    version is active (``active_version``), and activating an older one is a rollback."""
+
+    project = models.ForeignKey(
+        "controlplane.Project", on_delete=models.CASCADE, related_name="agents"
+    )
+    slug = models.SlugField(max_length=50, validators=[slug_validator])
+    description = models.TextField(blank=True)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    active_version = models.ForeignKey(
+        "AgentVersion", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["project", "slug"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "slug"], name="agent_unique_slug")
+        ]
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class ImmutableQuerySet(models.QuerySet):
+    def update(self, **kwargs):
+        raise VersionImmutableError("agent versions and their grants cannot be changed")
+
+    def delete(self):
+        raise VersionImmutableError("agent versions and their grants cannot be deleted")
+
+
+class ImmutableModel(models.Model):
+    """Written once by a service; refuses later saves and deletes."""
+
+    objects = ImmutableQuerySet.as_manager()
+
+    class Meta:
+        abstract = True
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise VersionImmutableError(f"{self._meta.verbose_name} cannot be changed")
+        kwargs["force_insert"] = True
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise VersionImmutableError(f"{self._meta.verbose_name} cannot be deleted")
+
+
+class AgentVersion(ImmutableModel):
+    """One immutable configuration of an agent: model, instructions, parameters, grants,
+    delegates. ``number`` counts from 1 per agent. Create with
+    ``agents.services.agent_version_create``; never edited afterwards."""
+
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField()
+    model_endpoint = models.ForeignKey(ModelEndpoint, on_delete=models.PROTECT, related_name="+")
+    model_name = models.CharField(max_length=200)
+    instructions = models.TextField()
+    temperature = models.FloatField(
+        null=True, blank=True, validators=[MinValueValidator(0), MaxValueValidator(2)]
+    )
+    max_output_tokens = models.PositiveIntegerField(
+        default=1024, validators=[MinValueValidator(1), MaxValueValidator(1_000_000)]
+    )
+    max_tool_calls_per_turn = models.PositiveIntegerField(
+        default=10, validators=[MinValueValidator(0), MaxValueValidator(1000)]
+    )
+    delegates = models.ManyToManyField(Agent, blank=True, related_name="delegated_by")
+    change_note = models.CharField(max_length=500, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["agent", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["agent", "number"], name="agent_version_unique_number")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.agent.slug}@v{self.number}"
+
+
+class GrantEffect(models.TextChoices):
+    ALLOW = "allow", "Allow"
+    REQUIRE_APPROVAL = "require_approval", "Require approval"
+    DENY = "deny", "Deny"
+
+
+class ToolGrant(ImmutableModel):
+    """Permission for an agent version to call one tool (default deny: no grant, no call).
+
+    ``effect`` applies when no rule matches. ``rules`` is an ordered list of
+    ``{"when": CEL, "then": effect}``; the first true rule decides (see
+    ``governance.conditions`` for the variables). ``rate_limit_calls`` per
+    ``rate_limit_window_seconds``, ``max_calls_per_run``; for require_approval the
+    approver needs ``approver_role`` and ``approval_quorum`` distinct approvers decide.
+    """
+
+    agent_version = models.ForeignKey(AgentVersion, on_delete=models.CASCADE, related_name="grants")
+    tool = models.ForeignKey(Tool, on_delete=models.PROTECT, related_name="grants")
+    effect = models.CharField(max_length=20, choices=GrantEffect.choices, default=GrantEffect.ALLOW)
+    rules = models.JSONField(default=list, blank=True)
+    rate_limit_calls = models.PositiveIntegerField(null=True, blank=True)
+    rate_limit_window_seconds = models.PositiveIntegerField(null=True, blank=True)
+    max_calls_per_run = models.PositiveIntegerField(null=True, blank=True)
+    approver_role = models.CharField(max_length=16, choices=Role.choices, default=Role.APPROVER)
+    approval_quorum = models.PositiveSmallIntegerField(
+        default=1, validators=[MinValueValidator(1), MaxValueValidator(10)]
+    )
+
+    class Meta:
+        ordering = ["agent_version", "tool__name"]
+        constraints = [
+            models.UniqueConstraint(fields=["agent_version", "tool"], name="grant_unique_tool")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.agent_version} -> {self.tool.name} ({self.effect})"
+
+    def clean(self) -> None:
+        if not isinstance(self.rules, list):
+            raise ValidationError({"rules": "Rules must be a list."})
+        for index, rule in enumerate(self.rules):
+            if not isinstance(rule, dict) or set(rule) != {"when", "then"}:
+                raise ValidationError(
+                    {"rules": f"rules[{index}]: each rule needs exactly 'when' and 'then'."}
+                )
+            if rule["then"] not in EFFECTS:
+                raise ValidationError(
+                    {"rules": f"rules[{index}].then: use one of {', '.join(EFFECTS)}."}
+                )
+            try:
+                compile_condition(rule["when"])
+            except ConditionError as exc:
+                raise ValidationError({"rules": f"rules[{index}].when: {exc.message}"}) from exc
+        if (self.rate_limit_calls is None) != (self.rate_limit_window_seconds is None):
+            raise ValidationError(
+                {"rate_limit_calls": "Give both the number of calls and the window, or neither."}
+            )
+        if self.rate_limit_window_seconds == 0 or self.rate_limit_calls == 0:
+            raise ValidationError({"rate_limit_calls": "Rate limit values must be positive."})
+
+
+class AgentActivation(models.Model):
+    """Append-only record that ``version`` became the active version of ``agent`` at
+    ``activated_at``; answers "which version was active at time T"."""
+
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="activations")
+    version = models.ForeignKey(AgentVersion, on_delete=models.CASCADE, related_name="+")
+    activated_at = models.DateTimeField(default=timezone.now, db_index=True)
+    activated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["agent", "-activated_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"{self.version} active from {self.activated_at:%Y-%m-%d %H:%M:%S}"

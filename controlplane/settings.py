@@ -245,4 +245,6 @@ LOG_FORMAT = env.choice("LOG_FORMAT", ("json", "console"), default="console" if 
 LOGGING = build_logging(level=LOG_LEVEL, fmt=LOG_FORMAT)
 
 # --- Product settings ---------------------------------------------------------------------
+# Fernet keys for stored secrets, newest first; derived from SECRET_KEY when unset.
+SECRETS_ENCRYPTION_KEYS = env.list("SECRETS_ENCRYPTION_KEYS", default=[])
 API_TOKEN_DEFAULT_TTL_DAYS = env.positive_int("API_TOKEN_DEFAULT_TTL_DAYS", default=90)

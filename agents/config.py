@@ -1,0 +1,88 @@
+"""The agent version configuration document: a pydantic schema shared by services, API, UI and YAML.
+
+One shape everywhere: ``agent_version_create`` takes it, ``version_snapshot`` returns it,
+``agents_export`` writes it and ``agents_apply`` reads it, and diffs compare it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import pydantic
+from django.core.exceptions import ValidationError
+
+Effect = Literal["allow", "require_approval", "deny"]
+RoleName = Literal["viewer", "operator", "approver", "admin"]
+
+
+class _Strict(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class GrantRule(_Strict):
+    when: str = pydantic.Field(min_length=1, max_length=2000)
+    then: Effect
+
+
+class GrantConfig(_Strict):
+    """One tool grant; see ``agents.models.ToolGrant`` for the meaning of each field."""
+
+    tool: str = pydantic.Field(min_length=1, max_length=64)
+    effect: Effect = "allow"
+    rules: list[GrantRule] = []
+    rate_limit_calls: int | None = pydantic.Field(default=None, ge=1)
+    rate_limit_window_seconds: int | None = pydantic.Field(default=None, ge=1)
+    max_calls_per_run: int | None = pydantic.Field(default=None, ge=1)
+    approver_role: RoleName = "approver"
+    approval_quorum: int = pydantic.Field(default=1, ge=1, le=10)
+
+
+class AgentVersionConfig(_Strict):
+    """Everything an agent version holds. ``temperature`` is 0-2 or null (provider default);
+    ``max_output_tokens`` bounds each model response (and the budget reservation)."""
+
+    model_endpoint: str = pydantic.Field(min_length=1, max_length=50)
+    model_name: str = pydantic.Field(min_length=1, max_length=200)
+    instructions: str = pydantic.Field(min_length=1)
+    temperature: float | None = pydantic.Field(default=None, ge=0, le=2)
+    max_output_tokens: int = pydantic.Field(default=1024, ge=1, le=1_000_000)
+    max_tool_calls_per_turn: int = pydantic.Field(default=10, ge=0, le=1000)
+    delegates: list[str] = []
+    grants: list[GrantConfig] = []
+
+    @pydantic.field_validator("grants")
+    @classmethod
+    def _one_grant_per_tool(cls, grants: list[GrantConfig]) -> list[GrantConfig]:
+        seen: set[str] = set()
+        for grant in grants:
+            if grant.tool in seen:
+                raise ValueError(f"tool {grant.tool!r} is granted twice")
+            seen.add(grant.tool)
+        return grants
+
+    @pydantic.field_validator("delegates")
+    @classmethod
+    def _unique_delegates(cls, delegates: list[str]) -> list[str]:
+        if len(set(delegates)) != len(delegates):
+            raise ValueError("an agent is listed twice")
+        return sorted(delegates)
+
+
+def error_path(loc: tuple[Any, ...]) -> str:
+    """pydantic's location tuple as a dotted field path: ``grants.0.rules.1.when``."""
+    return ".".join(str(part) for part in loc) or "non_field_errors"
+
+
+def parse_config(data: Any) -> AgentVersionConfig:
+    """Validate ``data`` as an ``AgentVersionConfig``.
+
+    Raises ``django.core.exceptions.ValidationError`` keyed by field path, so the API
+    answers 400 ``{"grants.0.effect": ["..."]}`` and forms show errors in place.
+    """
+    try:
+        return AgentVersionConfig.model_validate(data)
+    except pydantic.ValidationError as exc:
+        errors: dict[str, list[str]] = {}
+        for error in exc.errors():
+            errors.setdefault(error_path(error["loc"]), []).append(error["msg"])
+        raise ValidationError(errors) from exc
