@@ -14,7 +14,9 @@ from agents.models import (
     MCPServer,
     ModelEndpoint,
     Tool,
+    ToolGrant,
 )
+from governance.conditions import RuleDecision, evaluate_rules
 
 
 def agents_for_project(project, *, search: str = "") -> QuerySet[Agent]:
@@ -125,3 +127,24 @@ def agent_version_active_at(agent: Agent, at: datetime) -> AgentVersion | None:
 
 def activations_for_agent(agent: Agent) -> QuerySet[AgentActivation]:
     return AgentActivation.objects.filter(agent=agent).select_related("version", "activated_by")
+
+
+def grant_decision(
+    *, version: AgentVersion, tool_name: str, variables: dict[str, Any]
+) -> tuple[ToolGrant | None, RuleDecision]:
+    """Decide a proposed call of ``tool_name`` by ``version`` (steps 2-3 of the governed path).
+
+    No grant for the tool, or a removed tool: deny (default deny). Otherwise the grant's
+    ordered rules decide (``governance.conditions.evaluate_rules``), failing closed.
+    Returns the grant (or None) and the decision.
+    """
+    grant = (
+        ToolGrant.objects.filter(agent_version=version, tool__name=tool_name)
+        .select_related("tool")
+        .first()
+    )
+    if grant is None:
+        return None, RuleDecision("deny", None, f"no grant for tool {tool_name!r} (default deny)")
+    if grant.tool.removed_at is not None:
+        return grant, RuleDecision("deny", None, f"tool {tool_name!r} was removed from its server")
+    return grant, evaluate_rules(grant.rules, default_effect=grant.effect, variables=variables)

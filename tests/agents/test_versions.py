@@ -115,3 +115,54 @@ def test_bad_config_names_the_field_and_keeps_the_active_version(agent, change, 
     agent.refresh_from_db()
     assert agent.active_version.number == 1
     assert agent.versions.count() == 1
+
+
+def test_versions_are_read_only_in_the_admin(agent, client, django_user_model):
+    staff = django_user_model.objects.create_superuser("root", "root@example.com", "pw-123456")
+    client.force_login(staff)
+    version = agent.active_version
+    page = client.get(f"/admin/agents/agentversion/{version.pk}/change/")
+    assert page.status_code == 200 and b'name="_save"' not in page.content
+    assert (
+        client.post(
+            f"/admin/agents/agentversion/{version.pk}/change/", {"instructions": "x"}
+        ).status_code
+        == 403
+    )
+    assert client.get(f"/admin/agents/agentversion/{version.pk}/delete/").status_code == 403
+    assert client.get("/admin/agents/toolgrant/add/").status_code == 403
+    version.refresh_from_db()
+    assert version.instructions == "You triage support tickets."
+
+
+@pytest.mark.parametrize(
+    ("tool", "amount", "effect"),
+    [
+        ("payments.send", 5, "allow"),
+        ("payments.send", 500, "require_approval"),
+        # Rules are ordered: "> 100" comes before "> 10000", so it decides first.
+        ("payments.send", 50000, "require_approval"),
+        ("not-granted", 5, "deny"),
+    ],
+)
+def test_grant_decision_is_default_deny_then_ordered_rules(agent, tool, amount, effect):
+    from agents.selectors import grant_decision
+
+    grant, decision = grant_decision(
+        version=agent.active_version, tool_name=tool, variables={"args": {"amount": amount}}
+    )
+    assert decision.effect == effect
+    if tool == "not-granted":
+        assert grant is None and "default deny" in decision.reason
+
+
+def test_a_version_without_grants_denies_every_tool(agent):
+    from agents.selectors import grant_decision
+
+    v2 = agent_version_create(agent=agent, changes={"grants": []})
+    _, decision = grant_decision(version=v2, tool_name="echo", variables={"args": {}})
+    assert decision.effect == "deny"
+    _, decision = grant_decision(
+        version=agent.versions.get(number=1), tool_name="echo", variables={}
+    )
+    assert decision.effect == "allow"
