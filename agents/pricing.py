@@ -1,0 +1,108 @@
+"""Model prices in USD per million tokens (endpoint overrides, then genai-prices) and call costs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import ROUND_HALF_UP, Decimal, localcontext
+from functools import cache
+
+from genai_prices.data_snapshot import DataSnapshot
+from genai_prices.types import TieredPrices
+
+from agents.models import ModelEndpoint, ProviderKind
+
+USD_QUANTUM = Decimal("0.00000001")
+TOKENS_PER_MTOK = Decimal(1_000_000)
+# Kinds whose genai-prices provider id is the kind itself when none is configured. An
+# OpenAI-compatible endpoint may be a free local model: it is priced only when configured.
+_PROVIDER_FOR_KIND = {ProviderKind.OPENAI: "openai", ProviderKind.ANTHROPIC: "anthropic"}
+
+
+@dataclass(frozen=True, slots=True)
+class ModelPrice:
+    """Token prices of one model in USD per million tokens.
+
+    ``source`` is ``"override"`` (the endpoint's ``price_overrides``) or ``"genai-prices"``.
+    """
+
+    input_usd_per_mtok: Decimal
+    output_usd_per_mtok: Decimal
+    source: str
+
+
+@cache
+def _bundled_snapshot() -> DataSnapshot:
+    # Only the price data shipped inside the installed package: genai-prices fetches newer
+    # data solely through its opt-in UpdatePrices thread, which is never started here, and
+    # building our own snapshot keeps prices reproducible even if someone starts it.
+    # Imported on first use: the bundled data module takes ~0.3 s to load.
+    from genai_prices.data import providers
+
+    return DataSnapshot(providers=providers, from_auto_update=False)
+
+
+def _decimal(value) -> Decimal:
+    return Decimal(str(value)) if value is not None else Decimal(0)
+
+
+def _base_price(value) -> Decimal | None:
+    if value is None:
+        return None
+    return value.base if isinstance(value, TieredPrices) else Decimal(value)
+
+
+def model_price(*, endpoint: ModelEndpoint, model_name: str) -> ModelPrice | None:
+    """The input and output token prices of ``model_name`` called through ``endpoint``.
+
+    ``endpoint.price_overrides[model_name]`` wins (``input_per_mtok`` / ``output_per_mtok``
+    as decimal strings; a missing half counts as 0). Otherwise the model is looked up in
+    the genai-prices data bundled with the installed package (offline; nothing is
+    downloaded) under ``endpoint.genai_prices_provider``, or the kind for ``openai`` /
+    ``anthropic`` endpoints, with the prices in force now. For a model priced in tiers by
+    prompt size, the base tier (below the first threshold) is returned.
+
+    Returns ``None`` when there is no override and no provider to look in, or the provider
+    or model is unknown to genai-prices, or it has no per-token price.
+    """
+    override = (endpoint.price_overrides or {}).get(model_name)
+    if isinstance(override, dict):
+        return ModelPrice(
+            input_usd_per_mtok=_decimal(override.get("input_per_mtok")),
+            output_usd_per_mtok=_decimal(override.get("output_per_mtok")),
+            source="override",
+        )
+    provider_id = endpoint.genai_prices_provider or _PROVIDER_FOR_KIND.get(endpoint.kind)
+    if not provider_id or not model_name:
+        return None
+    try:
+        _provider, model = _bundled_snapshot().find_provider_model(
+            model_name, None, provider_id, None
+        )
+    except LookupError:
+        return None
+    prices = model.get_prices(datetime.now(tz=UTC))
+    input_price = _base_price(getattr(prices, "input_mtok", None))
+    output_price = _base_price(getattr(prices, "output_mtok", None))
+    if input_price is None and output_price is None:
+        return None
+    return ModelPrice(
+        input_usd_per_mtok=input_price or Decimal(0),
+        output_usd_per_mtok=output_price or Decimal(0),
+        source="genai-prices",
+    )
+
+
+def call_cost_usd(*, price: ModelPrice, input_tokens: int, output_tokens: int) -> Decimal:
+    """Cost in USD of one model call: ``(input_tokens * input price + output_tokens * output
+    price) / 1,000,000``, computed exactly in ``Decimal`` and quantized once, to 1e-8 USD
+    with ``ROUND_HALF_UP``. Raises ``ValueError`` for negative token counts."""
+    if input_tokens < 0 or output_tokens < 0:
+        raise ValueError("token counts must be >= 0")
+    with localcontext() as context:
+        context.prec = 60  # exact for any realistic token count and price
+        total = (
+            Decimal(input_tokens) * price.input_usd_per_mtok
+            + Decimal(output_tokens) * price.output_usd_per_mtok
+        ) / TOKENS_PER_MTOK
+        return total.quantize(USD_QUANTUM, rounding=ROUND_HALF_UP)
