@@ -7,6 +7,7 @@ given as ``NAME_FILE`` pointing at a file holding the value (for secrets).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -104,8 +105,10 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
             "timeout": env.positive_int("SQLITE_BUSY_TIMEOUT_SECONDS", default=30),
         }
     )
-    # A file (not :memory:) so a real worker process in the tests sees the test database.
-    _db["TEST"] = {"NAME": str(VAR_DIR / "test-controlplane.sqlite3")}
+    # A file (not :memory:) so a real worker process in the tests sees the test database;
+    # one per test process, so two test runs in one checkout do not share (and destroy)
+    # each other's database.
+    _db["TEST"] = {"NAME": str(VAR_DIR / f"test-controlplane-{os.getpid()}.sqlite3")}
 elif _db["ENGINE"] == "django.db.backends.postgresql":
     _db["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE_SECONDS", default=60)
     _db["CONN_HEALTH_CHECKS"] = True
