@@ -86,19 +86,26 @@ class RuleDecision:
 
 
 def evaluate_rules(
-    rules: Sequence[Mapping[str, Any]], *, default_effect: str, variables: Mapping[str, Any]
+    rules: Sequence[Mapping[str, Any]],
+    *,
+    default_effect: str,
+    variables: Mapping[str, Any],
+    programs: Sequence[cel.Program] | None = None,
 ) -> RuleDecision:
     """Evaluate ordered ``rules`` (``[{"when": CEL, "then": effect}, ...]``): the first rule
     whose condition is true decides; none true -> ``default_effect``.
 
-    Fails closed: a condition that raises, or yields a non-boolean, decides ``deny`` with
-    the error as the reason.
+    ``programs`` are the rules' compiled conditions, in order, when the caller caches
+    them (``governance.engine`` does, per grant); otherwise each is compiled here.
+    Fails closed: a condition that fails to compile or raises, or yields a non-boolean,
+    decides ``deny`` with the error as the reason.
     """
     context = {name: variables.get(name) for name in CONDITION_VARIABLES}
     for index, rule in enumerate(rules):
         expression = rule.get("when", "")
         try:
-            result = compile_condition(expression).execute(context)
+            program = programs[index] if programs is not None else compile_condition(expression)
+            result = program.execute(context)
         except Exception as exc:  # noqa: BLE001 - any failure denies; the reason is kept
             return RuleDecision("deny", index, f"rule {index + 1} could not be evaluated: {exc}")
         if not isinstance(result, bool):

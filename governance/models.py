@@ -1,10 +1,13 @@
-"""Governance data: the append-only, hash-chained audit log and its chain head."""
+"""Governance data: the hash-chained audit log, policies and their versions, rate and cap
+counters, circuit breakers (budgets and the cost ledger follow)."""
 
 from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
+from controlplane.immutable import ImmutableModel
 from governance.audit_chain import GENESIS_HASH_VALUE as GENESIS_HASH
 
 
@@ -100,3 +103,141 @@ class AuditChainHead(models.Model):
 
     def __str__(self) -> str:
         return f"audit head #{self.sequence}"
+
+
+# --- Policies -----------------------------------------------------------------------------
+
+
+class Policy(models.Model):
+    """A named, versioned governance policy of a project (PII rules, caps, allowed model
+    endpoints, default approver role, circuit breaker settings).
+
+    The policy with slug ``default`` applies to every agent of the project; an agent
+    version may reference another policy of the same project instead. ``active_version``
+    is the version in force; an invalid document never becomes a version, so the previous
+    good one stays active.
+    """
+
+    project = models.ForeignKey(
+        "controlplane.Project", on_delete=models.CASCADE, related_name="policies"
+    )
+    slug = models.SlugField(max_length=50)
+    description = models.CharField(max_length=500, blank=True)
+    active_version = models.ForeignKey(
+        "PolicyVersion", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["project", "slug"]
+        verbose_name_plural = "policies"
+        constraints = [
+            models.UniqueConstraint(fields=["project", "slug"], name="policy_unique_slug")
+        ]
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class PolicyVersion(ImmutableModel):
+    """One immutable version of a policy: the YAML ``document`` as written (comments kept)
+    and ``spec``, the validated document as JSON (what the engine reads)."""
+
+    policy = models.ForeignKey(Policy, on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField()
+    document = models.TextField()
+    spec = models.JSONField()
+    change_note = models.CharField(max_length=500, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["policy", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["policy", "number"], name="policy_version_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.policy.slug} v{self.number}"
+
+
+class PolicyActivation(models.Model):
+    """Append-only record that ``version`` became active for its policy at ``activated_at``."""
+
+    policy = models.ForeignKey(Policy, on_delete=models.CASCADE, related_name="activations")
+    version = models.ForeignKey(PolicyVersion, on_delete=models.CASCADE, related_name="+")
+    activated_at = models.DateTimeField(default=timezone.now, db_index=True)
+    activated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["policy", "-activated_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.version} at {self.activated_at:%Y-%m-%d %H:%M:%S}"
+
+
+class UsageCounter(models.Model):
+    """An atomic counter for rate limits (one row per key and fixed window) and per-run
+    caps (``window_start`` 0, no expiry).
+
+    Incremented with one ``INSERT ... ON CONFLICT DO UPDATE ... RETURNING`` statement
+    (PostgreSQL and SQLite >= 3.35), so concurrent callers never read-then-write.
+    ``window_start`` is in seconds since the Unix epoch; rows past ``expires_at`` are
+    deleted by a beat task.
+    """
+
+    key = models.CharField(max_length=200)
+    window_start = models.BigIntegerField(default=0)
+    count = models.PositiveIntegerField(default=0)
+    expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["key", "window_start"], name="usage_counter_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.key}@{self.window_start}={self.count}"
+
+
+class BreakerState(models.TextChoices):
+    CLOSED = "closed", "Closed"
+    OPEN = "open", "Open"
+    HALF_OPEN = "half_open", "Half-open"
+
+
+class CircuitBreaker(models.Model):
+    """The circuit breaker of one tool (``key`` ``tool:<id>``).
+
+    Closed: calls pass; outcomes are counted in a fixed window of ``window_seconds``, and
+    the breaker opens when at least ``min_calls`` ended with an error rate at or above the
+    policy's ``error_rate``. Open: calls are denied until the cool-down has passed; then
+    one probe call is let through (half-open). The probe's success closes the breaker,
+    its failure opens it again.
+    """
+
+    key = models.CharField(max_length=200, unique=True)
+    project = models.ForeignKey(
+        "controlplane.Project", on_delete=models.CASCADE, related_name="+", null=True
+    )
+    label = models.CharField(max_length=200, blank=True)
+    state = models.CharField(
+        max_length=16, choices=BreakerState.choices, default=BreakerState.CLOSED
+    )
+    window_started_at = models.DateTimeField(default=timezone.now)
+    calls = models.PositiveIntegerField(default=0)
+    failures = models.PositiveIntegerField(default=0)
+    opened_at = models.DateTimeField(null=True, blank=True)
+    probe_started_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["key"]
+
+    def __str__(self) -> str:
+        return f"{self.label or self.key}: {self.state}"

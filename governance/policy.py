@@ -1,0 +1,176 @@
+"""The project policy document: its JSON Schema, parsing with every error and its path.
+
+A policy is YAML, for example::
+
+    pii:                       # per direction, per entity type: action and score threshold
+      model_input:
+        US_SSN: {action: block}
+        EMAIL_ADDRESS: {action: redact, threshold: 0.6}
+      audit:
+        PERSON: {action: redact}
+    caps:                      # per run; omitted = no cap
+      max_steps_per_run: 50
+      max_tool_calls_per_run: 100
+      max_agent_invocations_per_run: 20
+    allowed_model_endpoints: [openai-prod, local-llama]   # omitted = every endpoint
+    default_approver_role: approver
+    circuit_breaker:           # per tool
+      error_rate: 0.5          # open at or above this share of failed calls...
+      min_calls: 5             # ...once this many calls ended in the window
+      window_seconds: 60
+      cooldown_seconds: 30     # then let one probe call through (half-open)
+
+The document is validated against ``POLICY_JSON_SCHEMA`` (generated from the pydantic
+model below, so the two cannot drift) with ``jsonschema``; every error comes back at
+once with its path (``caps.max_steps_per_run``). An empty document is a valid policy with
+the defaults.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import jsonschema
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from governance.pii import DEFAULT_PII_POLICY, PiiPolicy
+
+MAX_DOCUMENT_BYTES = 64 * 1024
+ApproverRole = Literal["operator", "approver", "admin"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Caps(_Strict):
+    """Per-run caps; ``None`` means no cap."""
+
+    max_steps_per_run: int | None = Field(default=None, ge=1, le=100_000)
+    max_tool_calls_per_run: int | None = Field(default=None, ge=1, le=100_000)
+    max_agent_invocations_per_run: int | None = Field(default=None, ge=1, le=100_000)
+
+
+class CircuitBreakerSettings(_Strict):
+    """When a tool's breaker opens (error rate over a window) and how long it stays open.
+
+    Defaults follow the common breaker setup (e.g. resilience4j's 50% failure-rate
+    threshold); ``min_calls`` keeps one early failure from opening it.
+    """
+
+    error_rate: float = Field(default=0.5, gt=0, le=1)
+    min_calls: int = Field(default=5, ge=1, le=10_000)
+    window_seconds: int = Field(default=60, ge=1, le=86_400)
+    cooldown_seconds: int = Field(default=30, ge=1, le=86_400)
+
+
+class PolicyDocument(_Strict):
+    """The parsed policy. ``pii`` is ``governance.pii.PiiPolicy``; when the document has
+    no ``pii`` section, ``DEFAULT_PII_POLICY`` applies (secrets blocked toward models and
+    tools, redacted elsewhere)."""
+
+    pii: PiiPolicy | None = None
+    caps: Caps = Caps()
+    allowed_model_endpoints: list[str] | None = Field(default=None, max_length=200)
+    default_approver_role: ApproverRole = "approver"
+    circuit_breaker: CircuitBreakerSettings = CircuitBreakerSettings()
+
+    @property
+    def pii_policy(self) -> PiiPolicy:
+        return self.pii if self.pii is not None else DEFAULT_PII_POLICY
+
+    def allows_model_endpoint(self, name: str) -> bool:
+        return self.allowed_model_endpoints is None or name in self.allowed_model_endpoints
+
+
+POLICY_JSON_SCHEMA: dict[str, Any] = PolicyDocument.model_json_schema()
+_VALIDATOR = jsonschema.Draft202012Validator(POLICY_JSON_SCHEMA)
+
+
+@dataclass(frozen=True)
+class PolicyIssue:
+    """One problem in a policy document: ``path`` (dotted, ``""`` for the whole document)
+    and ``message``."""
+
+    path: str
+    message: str
+
+
+class PolicyDocumentError(ValueError):
+    """The document is not a valid policy; ``issues`` lists every problem with its path."""
+
+    def __init__(self, issues: list[PolicyIssue]):
+        self.issues = issues
+        super().__init__("; ".join(f"{i.path or '(document)'}: {i.message}" for i in issues))
+
+
+@dataclass(frozen=True)
+class ParsedPolicy:
+    """A valid policy: ``spec`` (the JSON stored with the version) and ``document``."""
+
+    spec: dict[str, Any]
+    document: PolicyDocument = field(repr=False)
+
+
+def _path(parts) -> str:
+    return ".".join(str(part) for part in parts)
+
+
+def parse_policy_text(text: str) -> ParsedPolicy:
+    """Parse and validate a YAML policy.
+
+    Raises ``PolicyDocumentError`` listing every problem: YAML syntax (with line and
+    column), a document that is not a mapping, and each JSON Schema violation with its
+    path, ordered by path.
+    """
+    if len(text.encode()) > MAX_DOCUMENT_BYTES:
+        raise PolicyDocumentError(
+            [PolicyIssue("", f"The document is larger than {MAX_DOCUMENT_BYTES // 1024} KiB.")]
+        )
+    try:
+        data = yaml.safe_load(text) if text.strip() else {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise PolicyDocumentError(
+            [PolicyIssue("", f"YAML syntax error{where}: {problem}")]
+        ) from exc
+    return parse_policy_data(data if data is not None else {})
+
+
+def parse_policy_data(data: Any) -> ParsedPolicy:
+    """Validate already-parsed policy data (see ``parse_policy_text``)."""
+    if not isinstance(data, dict):
+        raise PolicyDocumentError([PolicyIssue("", "A policy must be a mapping of sections.")])
+    errors = sorted(_VALIDATOR.iter_errors(data), key=lambda e: (_path(e.absolute_path), e.message))
+    if errors:
+        raise PolicyDocumentError(
+            [PolicyIssue(_path(error.absolute_path), error.message) for error in errors]
+        )
+    document = PolicyDocument.model_validate(data)
+    return ParsedPolicy(spec=document.model_dump(mode="json", exclude_none=True), document=document)
+
+
+def document_from_spec(spec: dict[str, Any]) -> PolicyDocument:
+    """The ``PolicyDocument`` of a stored, already validated ``spec``."""
+    return PolicyDocument.model_validate(spec)
+
+
+STARTER_POLICY_TEXT = """\
+# A starter policy: edit and save to create version 1. Sections: pii, caps,
+# allowed_model_endpoints, default_approver_role, circuit_breaker (docs/policies.md).
+pii:
+  model_input:
+    US_SSN: {action: block}
+    CREDIT_CARD: {action: block}
+  audit:
+    EMAIL_ADDRESS: {action: redact}
+caps:
+  max_steps_per_run: 50
+  max_tool_calls_per_run: 100
+  max_agent_invocations_per_run: 20
+default_approver_role: approver
+"""
