@@ -10,7 +10,7 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
-from controlplane.models import Project, Role, TokenScope
+from controlplane.models import Project, Role, TokenScope, time_zone_names
 
 MAX_TOKEN_TTL_DAYS = 3650
 
@@ -55,15 +55,29 @@ class PrefixedIdsForm(forms.Form):
         super().__init__(*args, **kwargs)
 
 
+def _time_zone_choices() -> list[tuple[str, str]]:
+    return [(name, name) for name in sorted(time_zone_names())]
+
+
 class ProjectUpdateForm(PrefixedIdsForm):
     name = forms.CharField(max_length=200)
     description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}))
+    time_zone = forms.ChoiceField(
+        choices=_time_zone_choices,
+        help_text="Budget days and months start at midnight in this time zone.",
+    )
 
     id_prefix = "details"
 
     @classmethod
     def for_project(cls, project: Project) -> ProjectUpdateForm:
-        return cls(initial={"name": project.name, "description": project.description})
+        return cls(
+            initial={
+                "name": project.name,
+                "description": project.description,
+                "time_zone": project.time_zone,
+            }
+        )
 
 
 class MemberAddForm(PrefixedIdsForm):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import zoneinfo
+from functools import lru_cache
+
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser
 from django.core.exceptions import ValidationError
@@ -46,12 +49,37 @@ slug_validator = RegexValidator(
 )
 
 
+@lru_cache(maxsize=1)
+def time_zone_names() -> frozenset[str]:
+    """IANA time zone names known to ``zoneinfo`` (system tz database or ``tzdata``)."""
+    return frozenset(zoneinfo.available_timezones())
+
+
+def validate_time_zone(value: str) -> None:
+    """Raise ``ValidationError`` unless ``value`` is an IANA time zone name (``Europe/Berlin``)."""
+    if value not in time_zone_names():
+        raise ValidationError(
+            f"{value!r} is not an IANA time zone name (for example UTC or Europe/Berlin).",
+            code="invalid_time_zone",
+        )
+
+
 class Project(models.Model):
-    """The tenant: every agent, flow, run, budget, approval and audit event belongs to one."""
+    """The tenant: every agent, flow, run, budget, approval and audit event belongs to one.
+
+    ``time_zone`` (IANA name, default UTC) is where the project's days and months begin:
+    daily and monthly budget periods are computed in it.
+    """
 
     slug = models.SlugField(max_length=50, unique=True, validators=[slug_validator])
     name = models.CharField(max_length=200)
     description = models.TextField(blank=True)
+    time_zone = models.CharField(
+        max_length=64,
+        default="UTC",
+        validators=[validate_time_zone],
+        help_text="IANA time zone name; budget days and months start at midnight there.",
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -60,6 +88,11 @@ class Project(models.Model):
 
     def __str__(self) -> str:
         return self.slug
+
+    @property
+    def zone(self) -> zoneinfo.ZoneInfo:
+        """The project's time zone as a ``ZoneInfo``."""
+        return zoneinfo.ZoneInfo(self.time_zone)
 
 
 class Membership(models.Model):

@@ -26,9 +26,12 @@ TOKEN_LAST_USED_RESOLUTION_SECONDS = 60
 
 
 @transaction.atomic
-def project_create(*, slug: str, name: str, description: str = "", creator: Any) -> Project:
-    """Create a project and make ``creator`` its admin. Raises ``ValidationError``."""
-    project = Project(slug=slug, name=name, description=description)
+def project_create(
+    *, slug: str, name: str, description: str = "", time_zone: str = "UTC", creator: Any
+) -> Project:
+    """Create a project and make ``creator`` its admin. ``time_zone`` is an IANA name.
+    Raises ``ValidationError``."""
+    project = Project(slug=slug, name=name, description=description, time_zone=time_zone)
     project.full_clean()
     project.save()
     Membership.objects.create(user=creator, project=project, role=Role.ADMIN)
@@ -45,8 +48,9 @@ def project_create(*, slug: str, name: str, description: str = "", creator: Any)
 
 @transaction.atomic
 def project_update(*, project: Project, **changes: Any) -> Project:
-    """Change ``name`` and/or ``description``; the slug is permanent. Raises ``ValidationError``."""
-    allowed = {"name", "description"}
+    """Change ``name``, ``description`` and/or ``time_zone`` (IANA name); the slug is
+    permanent. Raises ``ValidationError``."""
+    allowed = {"name", "description", "time_zone"}
     unknown = set(changes) - allowed
     if unknown:
         raise ValidationError(dict.fromkeys(unknown, "This field cannot be changed."))

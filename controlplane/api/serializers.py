@@ -13,7 +13,7 @@ class ProjectSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Project
-        fields = ["slug", "name", "description", "created_at", "updated_at", "role"]
+        fields = ["slug", "name", "description", "time_zone", "created_at", "updated_at", "role"]
         read_only_fields = ["created_at", "updated_at", "role"]
 
     def get_role(self, project: Project) -> str | None:
@@ -24,7 +24,7 @@ class ProjectSerializer(serializers.ModelSerializer):
 class ProjectUpdateSerializer(serializers.ModelSerializer):
     class Meta:
         model = Project
-        fields = ["name", "description"]
+        fields = ["name", "description", "time_zone"]
 
 
 class MembershipSerializer(serializers.ModelSerializer):

@@ -237,7 +237,9 @@ def test_project_list_shows_your_role(member_of, project):
 
 
 def test_admin_updates_details_with_post_redirect_get(alice_client, project):
-    response = alice_client.post(settings_url(project), {"name": "Acme Corp", "description": "x"})
+    response = alice_client.post(
+        settings_url(project), {"name": "Acme Corp", "description": "x", "time_zone": "UTC"}
+    )
     assert response.status_code == 302
     project.refresh_from_db()
     assert project.name == "Acme Corp"
@@ -247,7 +249,7 @@ def test_details_update_is_admin_only(project):
     check_rbac(
         method="post",
         url=settings_url(project),
-        data={"name": "Renamed", "description": ""},
+        data={"name": "Renamed", "description": "", "time_zone": "UTC"},
         project=project,
         min_role=Role.ADMIN,
         api=False,
