@@ -8,42 +8,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 import threading
 import time
 import tracemalloc
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-
-def setup_django() -> str:
-    os.environ.setdefault("DEBUG", "true")
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "controlplane.settings")
-    url = os.environ.get("DATABASE_URL", "")
-    if not url.startswith("postgres"):
-        scratch = Path(tempfile.mkdtemp(prefix="cp-bench-")) / "bench.sqlite3"
-        os.environ["DATABASE_URL"] = f"sqlite:///{scratch}"
-        backend = "sqlite"
-    else:
-        import psycopg
-
-        base, name = url.rsplit("/", 1)
-        with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-            conn.execute(f'CREATE DATABASE "{name}"')
-        backend = "postgresql"
-    os.environ["LOG_LEVEL"] = "warning"
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
-    return backend
+from bench.common import print_table, setup_django  # noqa: E402
 
 
 def append_rate(n_threads: int, per_thread: int) -> float:
@@ -121,10 +94,7 @@ def main() -> None:
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print(f"audit log benchmark on {backend}")
-        width = max(len(r[0]) for r in rows)
-        for name, value in rows:
-            print(f"  {name:<{width}}  {value:>18}")
+        print_table(f"audit log benchmark on {backend}", rows)
 
 
 if __name__ == "__main__":

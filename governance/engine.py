@@ -39,7 +39,7 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from governance.conditions import compile_condition, evaluate_rules
+from governance.conditions import compile_condition, evaluate_rules, variables_used
 from governance.models import BreakerState, CircuitBreaker, UsageCounter
 from governance.policy import PolicyDocument
 
@@ -159,9 +159,11 @@ class Decision:
 
 @lru_cache(maxsize=4096)
 def _grant_programs(grant_id: int, expressions: tuple[str, ...]):
-    """Compiled CEL programs of a grant's rules (grants are immutable; the expressions are
-    part of the key so a reused id can never return another grant's programs)."""
-    return tuple(compile_condition(expression) for expression in expressions)
+    """Compiled CEL programs of a grant's rules and the variables they read (grants are
+    immutable; the expressions are part of the key so a reused id can never return
+    another grant's programs)."""
+    programs = tuple(compile_condition(expression) for expression in expressions)
+    return programs, variables_used(programs)
 
 
 _validators: dict[tuple[int, str], jsonschema.protocols.Validator] = {}
@@ -291,35 +293,54 @@ def _counters(request: ToolCallRequest, now: datetime) -> list[_Counter]:
 
 # --- circuit breakers -------------------------------------------------------------------
 
-_breaker_cache: dict[str, tuple[float, str, datetime | None]] = {}
 BREAKER_CACHE_SECONDS = 1.0
+
+
+class _BreakerSnapshot:
+    """This process's view of the breakers that are not closed, reloaded with one query at
+    most every ``BREAKER_CACHE_SECONDS``: a breaker opened by another worker is seen within
+    that time, this process's own outcomes at once, and a decision on a tool whose breaker
+    is closed (nearly all of them) costs no query."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.clear()
+
+    def clear(self) -> None:
+        self.loaded_at = float("-inf")
+        self.states: dict[str, tuple[str, datetime | None]] = {}
+
+    def get(self, key: str) -> tuple[str, datetime | None]:
+        if time.monotonic() - self.loaded_at >= BREAKER_CACHE_SECONDS:
+            rows = CircuitBreaker.objects.exclude(state=BreakerState.CLOSED).values_list(
+                "key", "state", "opened_at"
+            )
+            states = {row[0]: (row[1], row[2]) for row in rows}
+            with self._lock:
+                self.states, self.loaded_at = states, time.monotonic()
+        return self.states.get(key, (BreakerState.CLOSED, None))
+
+    def put(self, key: str, state: str, opened_at: datetime | None) -> None:
+        with self._lock:
+            states = dict(self.states)
+            if state == BreakerState.CLOSED:
+                states.pop(key, None)
+            else:
+                states[key] = (state, opened_at)
+            self.states = states
+
+
+_breaker_cache = _BreakerSnapshot()
 
 
 def breaker_key(tool_id: int) -> str:
     return f"tool:{tool_id}"
 
 
-def _breaker_state(key: str) -> tuple[str, datetime | None]:
-    """(state, opened_at) of a breaker, from a per-process cache of at most
-    ``BREAKER_CACHE_SECONDS`` (a breaker opened by another worker is seen within that
-    time; this process's own outcomes update the cache at once)."""
-    cached = _breaker_cache.get(key)
-    if cached is not None and time.monotonic() - cached[0] < BREAKER_CACHE_SECONDS:
-        return cached[1], cached[2]
-    row = CircuitBreaker.objects.filter(key=key).values("state", "opened_at").first()
-    state, opened_at = (row["state"], row["opened_at"]) if row else (BreakerState.CLOSED, None)
-    _breaker_cache[key] = (time.monotonic(), state, opened_at)
-    return state, opened_at
-
-
-def _remember_breaker(breaker: CircuitBreaker) -> None:
-    _breaker_cache[breaker.key] = (time.monotonic(), breaker.state, breaker.opened_at)
-
-
 def _breaker_check(request: ToolCallRequest, now: datetime, *, dry_run: bool) -> str | None:
     """None when the breaker lets the call through, else the reason it is denied."""
     key = breaker_key(request.tool.id)
-    state, opened_at = _breaker_state(key)
+    state, opened_at = _breaker_cache.get(key)
     if state == BreakerState.CLOSED:
         return None
     settings = request.policy.document.circuit_breaker
@@ -333,8 +354,8 @@ def _breaker_check(request: ToolCallRequest, now: datetime, *, dry_run: bool) ->
         won = CircuitBreaker.objects.filter(
             key=key, state=BreakerState.OPEN, opened_at__lte=now - cooldown
         ).update(state=BreakerState.HALF_OPEN, probe_started_at=now, updated_at=now)
-        _breaker_cache.pop(key, None)
         if won == 1:
+            _breaker_cache.put(key, BreakerState.HALF_OPEN, opened_at)
             return None
         return f"the circuit breaker of {request.tool.name} is half-open; a probe call is running"
     # Half-open: a probe is in flight. A probe that never reported back (its worker died)
@@ -348,8 +369,8 @@ def _breaker_check(request: ToolCallRequest, now: datetime, *, dry_run: bool) ->
             ).update(probe_started_at=now, updated_at=now)
             if won == 1:
                 return None
-    if row and row["state"] == BreakerState.CLOSED:
-        _breaker_cache.pop(key, None)
+    if row is None or row["state"] == BreakerState.CLOSED:
+        _breaker_cache.put(key, BreakerState.CLOSED, None)
         return None
     return f"the circuit breaker of {request.tool.name} is half-open; a probe call is running"
 
@@ -418,7 +439,7 @@ def record_tool_outcome(
                         "policy_version_id": policy.version_id,
                     },
                 )
-    _remember_breaker(breaker)
+    _breaker_cache.put(breaker.key, breaker.state, breaker.opened_at)
     return breaker.state
 
 
@@ -497,18 +518,19 @@ def _decide(request: ToolCallRequest, *, dry_run: bool) -> Decision:
 
     now = request.now or timezone.now()
     rules = tuple(grant.rules)
-    programs = _grant_programs(grant.id, tuple(rule["when"] for rule in rules))
+    programs, used = _grant_programs(grant.id, tuple(rule["when"] for rule in rules))
     variables = {
         "args": request.arguments,
         "agent": dict(request.agent),
         "run": dict(request.run),
         "project": dict(request.project),
         "user": dict(request.user),
-        "now": now.astimezone(UTC).isoformat().replace("+00:00", "Z"),
         "usage": dict(request.usage),
     }
+    if "now" in used:
+        variables["now"] = now.astimezone(UTC).isoformat().replace("+00:00", "Z")
     outcome = evaluate_rules(
-        rules, default_effect=grant.effect, variables=variables, programs=programs
+        rules, default_effect=grant.effect, variables=variables, programs=programs, used=used
     )
     rule = (
         f"grant.rule.{outcome.rule_index + 1}" if outcome.rule_index is not None else "grant.effect"

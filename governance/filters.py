@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import django_filters
 
-from governance.models import AuditEvent
+from governance.models import AuditEvent, Policy, PolicyVersion
 
 
 class AuditEventFilter(django_filters.FilterSet):
@@ -17,3 +17,20 @@ class AuditEventFilter(django_filters.FilterSet):
     class Meta:
         model = AuditEvent
         fields = ["actor_kind", "actor_name", "object_type", "object_id", "request_id", "trace_id"]
+
+
+class PolicyFilter(django_filters.FilterSet):
+    slug = django_filters.CharFilter(lookup_expr="exact")
+
+    class Meta:
+        model = Policy
+        fields = ["slug"]
+
+
+class PolicyVersionFilter(django_filters.FilterSet):
+    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+
+    class Meta:
+        model = PolicyVersion
+        fields = ["number"]

@@ -29,13 +29,12 @@ the defaults.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Literal
 
 import jsonschema
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
-
-from governance.pii import DEFAULT_PII_POLICY, PiiPolicy
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 MAX_DOCUMENT_BYTES = 64 * 1024
 ApproverRole = Literal["operator", "approver", "admin"]
@@ -67,26 +66,57 @@ class CircuitBreakerSettings(_Strict):
 
 
 class PolicyDocument(_Strict):
-    """The parsed policy. ``pii`` is ``governance.pii.PiiPolicy``; when the document has
-    no ``pii`` section, ``DEFAULT_PII_POLICY`` applies (secrets blocked toward models and
-    tools, redacted elsewhere)."""
+    """The parsed policy. ``pii`` is a ``governance.pii.PiiPolicy``; the scanner merges it
+    over ``DEFAULT_PII_POLICY`` (secrets blocked toward models and tools, redacted
+    elsewhere), so a policy acts on secrets unless it says otherwise per entity type."""
 
-    pii: PiiPolicy | None = None
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    pii: Any = None
     caps: Caps = Caps()
     allowed_model_endpoints: list[str] | None = Field(default=None, max_length=200)
     default_approver_role: ApproverRole = "approver"
     circuit_breaker: CircuitBreakerSettings = CircuitBreakerSettings()
 
+    @field_validator("pii", mode="before")
+    @classmethod
+    def _pii(cls, value: Any) -> Any:
+        # Imported here: the scanner module loads Presidio's types, which only code that
+        # reads the PII rules needs.
+        from governance.pii import PiiPolicy
+
+        if value is None or isinstance(value, PiiPolicy):
+            return value
+        return PiiPolicy.model_validate(value)
+
     @property
-    def pii_policy(self) -> PiiPolicy:
+    def pii_policy(self):
+        from governance.pii import DEFAULT_PII_POLICY
+
         return self.pii if self.pii is not None else DEFAULT_PII_POLICY
 
     def allows_model_endpoint(self, name: str) -> bool:
         return self.allowed_model_endpoints is None or name in self.allowed_model_endpoints
 
 
-POLICY_JSON_SCHEMA: dict[str, Any] = PolicyDocument.model_json_schema()
-_VALIDATOR = jsonschema.Draft202012Validator(POLICY_JSON_SCHEMA)
+@lru_cache(maxsize=1)
+def policy_json_schema() -> dict[str, Any]:
+    """The JSON Schema of a policy document (draft 2020-12), with the ``pii`` section's
+    schema from ``governance.pii`` embedded."""
+    from governance.pii import PiiPolicy
+
+    schema = PolicyDocument.model_json_schema()
+    pii_schema = PiiPolicy.model_json_schema()
+    definitions = schema.setdefault("$defs", {})
+    definitions.update(pii_schema.pop("$defs", {}))
+    definitions["PiiPolicy"] = pii_schema
+    schema["properties"]["pii"] = {"anyOf": [{"$ref": "#/$defs/PiiPolicy"}, {"type": "null"}]}
+    return schema
+
+
+@lru_cache(maxsize=1)
+def _validator() -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(policy_json_schema())
 
 
 @dataclass(frozen=True)
@@ -145,7 +175,9 @@ def parse_policy_data(data: Any) -> ParsedPolicy:
     """Validate already-parsed policy data (see ``parse_policy_text``)."""
     if not isinstance(data, dict):
         raise PolicyDocumentError([PolicyIssue("", "A policy must be a mapping of sections.")])
-    errors = sorted(_VALIDATOR.iter_errors(data), key=lambda e: (_path(e.absolute_path), e.message))
+    errors = sorted(
+        _validator().iter_errors(data), key=lambda e: (_path(e.absolute_path), e.message)
+    )
     if errors:
         raise PolicyDocumentError(
             [PolicyIssue(_path(error.absolute_path), error.message) for error in errors]

@@ -69,3 +69,12 @@ def audit_chain_verify(*, chunk_size: int = 2000) -> ChainVerification:
             )
         return ChainVerification(False, checked, head.sequence, "the chain head does not match")
     return ChainVerification(True, checked, head_hash=prev)
+
+
+# Policies (versioned YAML documents) live in governance.policies; re-exported here.
+from governance.policies import (  # noqa: E402, F401
+    effective_policy,
+    policies_for_project,
+    policy_diff,
+    policy_version_active_at,
+)

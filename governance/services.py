@@ -109,3 +109,11 @@ def audit_record(
         head.hash = event.hash
         head.save(update_fields=["sequence", "hash"])
     return event
+
+
+# Policies (versioned YAML documents) live in governance.policies; re-exported here.
+from governance.policies import (  # noqa: E402, F401
+    policy_activate,
+    policy_create,
+    policy_version_create,
+)

@@ -77,8 +77,3 @@ def cost_list(request: HttpRequest, *, project: Project, role: Role) -> HttpResp
 @project_page
 def budget_list(request: HttpRequest, *, project: Project, role: Role) -> HttpResponse:
     return render(request, "governance/budget_list.html", {"project": project})
-
-
-@project_page
-def policy_list(request: HttpRequest, *, project: Project, role: Role) -> HttpResponse:
-    return render(request, "governance/policy_list.html", {"project": project})

@@ -2,8 +2,15 @@
 
 from rest_framework.routers import SimpleRouter
 
+from governance.api.policies import PolicyVersionViewSet, PolicyViewSet
 from governance.api.viewsets import AuditEventViewSet
 
 router = SimpleRouter()
 router.register("audit-events", AuditEventViewSet, basename="audit-event")
-urlpatterns = router.urls
+router.register("policies", PolicyViewSet, basename="policy")
+# Versions nest under their policy (typed path parameters: policy slug, number int).
+version_router = SimpleRouter(use_regex_path=False)
+version_router.register(
+    "policies/<slug:policy>/versions", PolicyVersionViewSet, basename="policy-version"
+)
+urlpatterns = [*router.urls, *version_router.urls]
