@@ -152,10 +152,16 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_WORKER_HEARTBEAT_INTERVAL_SECONDS = env.positive_int(
     "CELERY_WORKER_HEARTBEAT_INTERVAL_SECONDS", default=30
 )
+# Budget reservations whose caller never settled or released them are given back.
+BUDGET_EXPIRE_INTERVAL_SECONDS = env.positive_int("BUDGET_EXPIRE_INTERVAL_SECONDS", default=60)
 CELERY_BEAT_SCHEDULE = {
     "worker-heartbeat": {
         "task": "controlplane.tasks.worker_heartbeat",
         "schedule": float(CELERY_WORKER_HEARTBEAT_INTERVAL_SECONDS),
+    },
+    "budget-expire-reservations": {
+        "task": "governance.tasks.budget_expire_reservations",
+        "schedule": float(BUDGET_EXPIRE_INTERVAL_SECONDS),
     },
 }
 
@@ -251,3 +257,6 @@ LOGGING = build_logging(level=LOG_LEVEL, fmt=LOG_FORMAT)
 # Fernet keys for stored secrets, newest first; derived from SECRET_KEY when unset.
 SECRETS_ENCRYPTION_KEYS = env.list("SECRETS_ENCRYPTION_KEYS", default=[])
 API_TOKEN_DEFAULT_TTL_DAYS = env.positive_int("API_TOKEN_DEFAULT_TTL_DAYS", default=90)
+# Agent registry: a stdio MCP server runs its command as this process's OS user, so only
+# these executables (command[0], exact match) may be launched; empty = no stdio servers.
+MCP_STDIO_COMMANDS_ALLOWED = env.list("MCP_STDIO_COMMANDS_ALLOWED", default=[])

@@ -71,6 +71,19 @@ def audit_chain_verify(*, chunk_size: int = 2000) -> ChainVerification:
     return ChainVerification(True, checked, head_hash=prev)
 
 
+# Budgets, reservations and the cost ledger live in governance.budgets; re-exported here.
+from governance.budgets import (  # noqa: E402, F401
+    budget_alerts,
+    budget_periods,
+    budget_usage,
+    budgets_for_project,
+    cost_breakdown,
+    cost_entries_for_project,
+    cost_totals,
+    reservations_for_project,
+    reservations_in_flight,
+)
+
 # Policies (versioned YAML documents) live in governance.policies; re-exported here.
 from governance.policies import (  # noqa: E402, F401
     effective_policy,

@@ -111,6 +111,22 @@ def audit_record(
     return event
 
 
+# Budgets, reservations and the cost ledger live in governance.budgets; re-exported here.
+from governance.budgets import (  # noqa: E402, F401
+    BudgetExceeded,
+    ReservationNotFound,
+    applicable_budgets,
+    budget_create,
+    budget_deactivate,
+    budget_delete,
+    budget_expire_reservations,
+    budget_release,
+    budget_reserve,
+    budget_settle,
+    budget_update,
+    cost_record,
+)
+
 # Policies (versioned YAML documents) live in governance.policies; re-exported here.
 from governance.policies import (  # noqa: E402, F401
     policy_activate,

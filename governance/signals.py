@@ -1,9 +1,10 @@
-"""Infrastructure hooks: audit sign-ins, sign-outs and failed sign-ins."""
+"""Infrastructure hooks: audit sign-ins, sign-outs and failed sign-ins; the ``budget_alert``
+signal for notifications."""
 
 from __future__ import annotations
 
 from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
-from django.dispatch import receiver
+from django.dispatch import Signal, receiver
 
 from controlplane.context import ACTOR_SYSTEM, ACTOR_USER, Actor
 
@@ -36,3 +37,10 @@ def _audit_login_failed(sender, credentials, request=None, **_kwargs) -> None:
         actor=Actor(kind=ACTOR_SYSTEM, name="system"),
         data={"username": username},
     )
+
+
+# Sent once per budget, period and threshold, after the transaction that recorded the
+# ``BudgetAlert`` commits (``governance.budgets``). Keyword arguments: ``budget``,
+# ``alert`` (the ``BudgetAlert``: ``threshold`` percent, ``spent_usd``, ``limit_usd``,
+# ``period_start``) and ``project``. For notifications only: no domain logic in receivers.
+budget_alert = Signal()
