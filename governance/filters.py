@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import django_filters
 
-from governance.models import AuditEvent, Policy, PolicyVersion
+from governance.models import (
+    AuditEvent,
+    Budget,
+    BudgetReservation,
+    CostEntry,
+    Policy,
+    PolicyVersion,
+)
 
 
 class AuditEventFilter(django_filters.FilterSet):
@@ -34,3 +41,53 @@ class PolicyVersionFilter(django_filters.FilterSet):
     class Meta:
         model = PolicyVersion
         fields = ["number"]
+
+
+class BudgetFilter(django_filters.FilterSet):
+    user = django_filters.CharFilter(field_name="user__username", label="Username (user budgets).")
+
+    class Meta:
+        model = Budget
+        fields = ["scope", "period", "hard", "active", "user"]
+
+
+class BudgetReservationFilter(django_filters.FilterSet):
+    budget = django_filters.CharFilter(
+        field_name="lines__budget__name", distinct=True, label="Name of a budget it holds."
+    )
+    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+
+    class Meta:
+        model = BudgetReservation
+        fields = ["status", "budget"]
+
+
+# ``from`` is a Python keyword, so the filterset is built with type().
+CostEntryFilter = type(
+    "CostEntryFilter",
+    (django_filters.FilterSet,),
+    {
+        "__doc__": "Filters of the cost ledger; ``from`` / ``to`` bound ``occurred_at``.",
+        "agent": django_filters.CharFilter(field_name="agent__slug", label="Agent slug."),
+        "agent_version": django_filters.NumberFilter(
+            field_name="agent_version__number", label="Agent version number (use with agent)."
+        ),
+        "user": django_filters.CharFilter(field_name="user__username", label="Username."),
+        "tool": django_filters.CharFilter(field_name="tool__name", label="Tool name."),
+        "from": django_filters.IsoDateTimeFilter(
+            field_name="occurred_at", lookup_expr="gte", label="Occurred at or after (ISO 8601)."
+        ),
+        "to": django_filters.IsoDateTimeFilter(
+            field_name="occurred_at", lookup_expr="lt", label="Occurred before (ISO 8601)."
+        ),
+        "Meta": type(
+            "Meta",
+            (),
+            {
+                "model": CostEntry,
+                "fields": ["kind", "provider", "model", "run_id", "step_id", "price_source"],
+            },
+        ),
+    },
+)

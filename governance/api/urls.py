@@ -2,12 +2,16 @@
 
 from rest_framework.routers import SimpleRouter
 
+from governance.api.budgets import BudgetReservationViewSet, BudgetViewSet, CostEntryViewSet
 from governance.api.policies import PolicyVersionViewSet, PolicyViewSet
 from governance.api.viewsets import AuditEventViewSet
 
 router = SimpleRouter()
 router.register("audit-events", AuditEventViewSet, basename="audit-event")
 router.register("policies", PolicyViewSet, basename="policy")
+router.register("budgets", BudgetViewSet, basename="budget")
+router.register("budget-reservations", BudgetReservationViewSet, basename="budget-reservation")
+router.register("cost-entries", CostEntryViewSet, basename="cost-entry")
 # Versions nest under their policy (typed path parameters: policy slug, number int).
 version_router = SimpleRouter(use_regex_path=False)
 version_router.register(
