@@ -29,11 +29,12 @@ the defaults.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any, Literal
 
 import jsonschema
 import yaml
+from jsonschema.exceptions import best_match
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 MAX_DOCUMENT_BYTES = 64 * 1024
@@ -89,11 +90,24 @@ class PolicyDocument(_Strict):
             return value
         return PiiPolicy.model_validate(value)
 
-    @property
+    @cached_property
     def pii_policy(self):
-        from governance.pii import DEFAULT_PII_POLICY
+        """The PII rules in force: ``DEFAULT_PII_POLICY`` with this document's rules laid
+        over it per direction and entity type (so secrets stay blocked / redacted unless
+        the document names them with another action)."""
+        from governance.pii import DEFAULT_PII_POLICY, PiiPolicy
 
-        return self.pii if self.pii is not None else DEFAULT_PII_POLICY
+        if self.pii is None:
+            return DEFAULT_PII_POLICY
+        return PiiPolicy.model_validate(
+            {
+                direction: {
+                    **DEFAULT_PII_POLICY.rules_for(direction),
+                    **self.pii.rules_for(direction),
+                }
+                for direction in PiiPolicy.model_fields
+            }
+        )
 
     def allows_model_endpoint(self, name: str) -> bool:
         return self.allowed_model_endpoints is None or name in self.allowed_model_endpoints
@@ -171,12 +185,29 @@ def parse_policy_text(text: str) -> ParsedPolicy:
     return parse_policy_data(data if data is not None else {})
 
 
+def _specific(error: jsonschema.ValidationError) -> list[jsonschema.ValidationError]:
+    """The errors to report for ``error``. For an optional setting (``anyOf: [<schema>,
+    null]``), every error of ``<schema>`` ("0 is less than the minimum of 1") rather than
+    "not valid under any of the given schemas"."""
+    if not error.context:
+        return [error]
+    branches: dict[Any, list[jsonschema.ValidationError]] = {}
+    for sub in error.context:
+        if sub.validator == "type" and sub.validator_value == "null":
+            continue
+        branches.setdefault(sub.relative_schema_path[0], []).append(sub)
+    if len(branches) == 1:
+        return [found for sub in next(iter(branches.values())) for found in _specific(sub)]
+    return [best_match(error.context)] if branches else [error]
+
+
 def parse_policy_data(data: Any) -> ParsedPolicy:
     """Validate already-parsed policy data (see ``parse_policy_text``)."""
     if not isinstance(data, dict):
         raise PolicyDocumentError([PolicyIssue("", "A policy must be a mapping of sections.")])
     errors = sorted(
-        _validator().iter_errors(data), key=lambda e: (_path(e.absolute_path), e.message)
+        (found for error in _validator().iter_errors(data) for found in _specific(error)),
+        key=lambda e: (_path(e.absolute_path), e.message),
     )
     if errors:
         raise PolicyDocumentError(
