@@ -38,3 +38,74 @@ class AuditEventAdmin(ReadOnlyAdmin):
 @admin.register(AuditChainHead)
 class AuditChainHeadAdmin(ReadOnlyAdmin):
     list_display = ("sequence", "hash")
+
+
+# --- Budgets and the cost ledger: read-only here; services write them (checked, audited). ---
+
+from governance.models import (  # noqa: E402
+    Budget,
+    BudgetAlert,
+    BudgetPeriod,
+    BudgetReservation,
+    BudgetReservationLine,
+    CostEntry,
+)
+
+
+@admin.register(Budget)
+class BudgetAdmin(ReadOnlyAdmin):
+    list_display = ("name", "project", "scope", "user", "period", "limit_usd", "hard", "active")
+    list_filter = ("scope", "period", "hard", "active", "project")
+    search_fields = ("name", "description")
+
+
+@admin.register(BudgetPeriod)
+class BudgetPeriodAdmin(ReadOnlyAdmin):
+    list_display = ("budget", "period_start", "spent_usd", "reserved_usd", "updated_at")
+    list_filter = ("budget__project",)
+
+
+class BudgetReservationLineInline(admin.TabularInline):
+    model = BudgetReservationLine
+    extra = 0
+    can_delete = False
+    readonly_fields = ("budget", "period", "amount_usd")
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(BudgetReservation)
+class BudgetReservationAdmin(ReadOnlyAdmin):
+    list_display = ("call_id", "project", "status", "amount_usd", "settled_usd", "expires_at")
+    list_filter = ("status", "project")
+    search_fields = ("call_id",)
+    inlines = [BudgetReservationLineInline]
+
+
+@admin.register(BudgetReservationLine)
+class BudgetReservationLineAdmin(ReadOnlyAdmin):
+    list_display = ("reservation", "budget", "amount_usd")
+
+
+@admin.register(BudgetAlert)
+class BudgetAlertAdmin(ReadOnlyAdmin):
+    list_display = ("budget", "period_start", "threshold", "spent_usd", "limit_usd", "created_at")
+
+
+@admin.register(CostEntry)
+class CostEntryAdmin(ReadOnlyAdmin):
+    list_display = (
+        "occurred_at",
+        "call_id",
+        "project",
+        "kind",
+        "model",
+        "agent",
+        "user",
+        "cost_usd",
+        "price_source",
+    )
+    list_filter = ("kind", "price_source", "project")
+    search_fields = ("call_id", "run_id", "model")
+    date_hierarchy = "occurred_at"

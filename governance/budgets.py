@@ -411,6 +411,20 @@ class BudgetUsage:
     def percent_reserved(self) -> float:
         return float(self.reserved_usd * 100 / self.limit_usd) if self.limit_usd else 0.0
 
+    @property
+    def over_limit(self) -> bool:
+        return self.spent_usd + self.reserved_usd > self.limit_usd
+
+    @property
+    def bar_spent_percent(self) -> float:
+        """Width of the spent part of a usage bar (0-100)."""
+        return min(100.0, max(0.0, self.percent_spent))
+
+    @property
+    def bar_reserved_percent(self) -> float:
+        """Width of the reserved part, after the spent part (the two never pass 100)."""
+        return min(max(0.0, self.percent_reserved), 100.0 - self.bar_spent_percent)
+
 
 def budget_usage(budget: Budget, *, at: datetime | None = None) -> BudgetUsage:
     """The budget's usage in the period containing ``at`` (default now), in the project's

@@ -254,6 +254,7 @@ USD_DIGITS = {"max_digits": 20, "decimal_places": 8}
 DEFAULT_ALERT_THRESHOLDS = (50, 80, 100)
 MAX_ALERT_THRESHOLD_PERCENT = 1000
 MAX_ALERT_THRESHOLDS = 10
+RESERVED_BUDGET_NAMES = frozenset({"new"})  # budgets/new/ is the create page
 
 
 def default_alert_thresholds() -> list[int]:
@@ -338,6 +339,8 @@ class Budget(models.Model):
 
     def clean(self) -> None:
         errors: dict[str, str] = {}
+        if self.name in RESERVED_BUDGET_NAMES:
+            errors["name"] = f"{self.name!r} is reserved (it names a page); choose another name."
         if self.limit_usd is not None and self.limit_usd <= 0:
             errors["limit_usd"] = "The limit must be more than 0 USD."
         if self.scope == BudgetScope.USER and self.user_id is None:

@@ -2,12 +2,20 @@
 
 from django.urls import path
 
-from governance import views, views_policies
+from governance import views, views_budgets, views_policies
 
 urlpatterns = [
     path("audit/", views.audit_list, name="audit-list"),
-    path("costs/", views.cost_list, name="costs"),
-    path("budgets/", views.budget_list, name="budgets"),
+    path("costs/", views_budgets.cost_list, name="costs"),
+    path("budgets/", views_budgets.budget_list, name="budgets"),
+    path("budgets/new/", views_budgets.budget_create, name="budget-create"),
+    path("budgets/<slug:name>/", views_budgets.budget_detail, name="budget-detail"),
+    path("budgets/<slug:name>/edit/", views_budgets.budget_edit, name="budget-edit"),
+    path(
+        "budgets/<slug:name>/deactivate/",
+        views_budgets.budget_deactivate,
+        name="budget-deactivate",
+    ),
     path("policies/", views_policies.policy_list, name="policies"),
     path("policies/<slug:slug>/", views_policies.policy_detail, name="policy-detail"),
     path("policies/<slug:slug>/validate", views_policies.policy_validate, name="policy-validate"),

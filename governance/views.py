@@ -1,4 +1,5 @@
-"""UI pages for governance: the audit log (read-only) and empty states of later sections."""
+"""UI pages for governance: the audit log (read-only). Policies: ``views_policies``; budgets and
+the cost ledger: ``views_budgets``."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import json
 from django import forms
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
 
 from controlplane.htmx import render_page
 from controlplane.models import Project, Role
@@ -67,13 +67,3 @@ def audit_list(request: HttpRequest, *, project: Project, role: Role) -> HttpRes
     return render_page(
         request, "governance/audit_list.html", "governance/partials/audit_rows.html", context
     )
-
-
-@project_page
-def cost_list(request: HttpRequest, *, project: Project, role: Role) -> HttpResponse:
-    return render(request, "governance/cost_list.html", {"project": project})
-
-
-@project_page
-def budget_list(request: HttpRequest, *, project: Project, role: Role) -> HttpResponse:
-    return render(request, "governance/budget_list.html", {"project": project})
