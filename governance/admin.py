@@ -1,10 +1,18 @@
-"""Admin: the audit log, read-only."""
+"""Admin: the audit log, policies, counters and breakers, read-only (services write them)."""
 
 from __future__ import annotations
 
 from django.contrib import admin
 
-from governance.models import AuditChainHead, AuditEvent
+from governance.models import (
+    AuditChainHead,
+    AuditEvent,
+    CircuitBreaker,
+    Policy,
+    PolicyActivation,
+    PolicyVersion,
+    UsageCounter,
+)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -38,6 +46,39 @@ class AuditEventAdmin(ReadOnlyAdmin):
 @admin.register(AuditChainHead)
 class AuditChainHeadAdmin(ReadOnlyAdmin):
     list_display = ("sequence", "hash")
+
+
+# --- Policies: read-only here; versions are written by services (validated, audited). ---
+
+
+@admin.register(Policy)
+class PolicyAdmin(ReadOnlyAdmin):
+    list_display = ("slug", "project", "active_version", "updated_at")
+    list_filter = ("project",)
+    search_fields = ("slug", "description")
+
+
+@admin.register(PolicyVersion)
+class PolicyVersionAdmin(ReadOnlyAdmin):
+    list_display = ("policy", "number", "change_note", "created_by", "created_at")
+    list_filter = ("policy__project",)
+
+
+@admin.register(PolicyActivation)
+class PolicyActivationAdmin(ReadOnlyAdmin):
+    list_display = ("policy", "version", "activated_by", "activated_at")
+
+
+@admin.register(UsageCounter)
+class UsageCounterAdmin(ReadOnlyAdmin):
+    list_display = ("key", "window_start", "count", "expires_at")
+    search_fields = ("key",)
+
+
+@admin.register(CircuitBreaker)
+class CircuitBreakerAdmin(ReadOnlyAdmin):
+    list_display = ("key", "label", "state", "calls", "failures", "opened_at", "updated_at")
+    list_filter = ("state",)
 
 
 # --- Budgets and the cost ledger: read-only here; services write them (checked, audited). ---

@@ -40,6 +40,41 @@ def _genesis_head() -> AuditChainHead:
     return AuditChainHead.objects.select_for_update().get(pk=1)
 
 
+def audit_data_scan(data: dict[str, Any], *, project: Any) -> dict[str, Any]:
+    """``data`` as the audit log may keep it: every string value scanned for PII in the
+    ``audit`` direction under the project's policy (the ``default`` policy's active
+    version, else the built-in defaults: secrets redacted).
+
+    Redacted / masked / hashed values replace the originals, and ``pii`` records what
+    was acted on as ``{entity_type: count}`` (never the values). A ``block`` rule, or a
+    scan or policy lookup that fails, withholds the whole data: the event is still
+    written (the action happened) with ``{"withheld": reason, "pii": {...}}`` (fail
+    closed).
+    """
+    if not data:
+        return data
+    from governance.pii import scan_data
+    from governance.policies import effective_policy
+
+    try:
+        policy = effective_policy(project_id=project.pk) if project is not None else None
+        rules = policy.document.pii_policy if policy is not None else None
+    except Exception as exc:  # noqa: BLE001 - no policy, no plain data
+        return {"withheld": f"the PII policy could not be read ({type(exc).__name__})"}
+    result = scan_data(data, "audit", rules)
+    counts: dict[str, int] = {}
+    for finding in result.findings:
+        if finding.action != "allow":
+            counts[finding.entity_type] = counts.get(finding.entity_type, 0) + 1
+    if result.error:
+        return {"withheld": result.error}
+    if result.blocked:
+        return {"withheld": "blocked by the audit PII policy", "pii": counts}
+    if not counts:
+        return data
+    return {**result.value_out, "pii": counts}
+
+
 def audit_record(
     *,
     action: str,
@@ -57,7 +92,9 @@ def audit_record(
     ``object_type`` (``app_label.model``), ``object_id`` and ``object_repr`` unless they
     are given. ``project`` defaults to ``obj.project`` when the object has one. ``data``
     is any JSON-able mapping (Decimal, datetime and UUID become strings); secret-looking
-    keys and token-shaped strings are masked before writing. ``actor`` defaults to the
+    keys and token-shaped strings are masked, then the data passes the PII scanner
+    (direction ``audit``, the project's policy; see ``audit_data_scan``) before it is
+    written. ``actor`` defaults to the
     current context (``controlplane.context.current_actor``).
 
     Runs inside the caller's transaction, so the event commits or rolls back with the
@@ -79,7 +116,7 @@ def audit_record(
             project = getattr(obj, "project", None)
             if project is None and obj._meta.label_lower == "controlplane.project":
                 project = obj
-    clean_data = mask_secrets(to_json_data(data or {}))
+    clean_data = audit_data_scan(mask_secrets(to_json_data(data or {})), project=project)
 
     with transaction.atomic():
         head = AuditChainHead.objects.select_for_update().filter(pk=1).first()
