@@ -236,8 +236,10 @@ REST_FRAMEWORK = {
 SPECTACULAR_SETTINGS = {
     "TITLE": "Agent governance control plane API",
     "DESCRIPTION": (
-        "Projects, memberships, API tokens and the audit log. Authenticate with a session or "
-        "`Authorization: Bearer <token>`; every object lives in one project."
+        "Projects, memberships, API tokens, the audit log, the agent registry (model "
+        "endpoints, MCP servers, tools, agents and their immutable versions), policies, "
+        "budgets and costs. Authenticate with a session or `Authorization: Bearer <token>`; "
+        "every object lives in one project."
     ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
