@@ -21,7 +21,9 @@ from controlplane.selectors import projects_for_user, roles_by_project
 SESSION_PROJECT_KEY = "project_slug"
 
 # (label, URL name, URL names that mark the item active). Sections built by later issues
-# keep their place here so the navigation does not move as they arrive.
+# keep their place here so the navigation does not move as they arrive. Besides the names
+# listed, every page whose path lies under the item's URL marks it active (the agents
+# section holds /agents/<slug>/ and /agents/model-endpoints/, tools /tools/mcp-servers/).
 NAV_ITEMS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("Dashboard", "home", ("home",)),
     ("Agents", "agents", ("agents",)),
@@ -38,10 +40,14 @@ NAV_ITEMS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
 
 @dataclass(frozen=True, slots=True)
 class NavItem:
+    """A section link. ``active``: the page belongs to the section; ``current``: it is the
+    section's own page (``aria-current="page"``, else ``"true"`` while active)."""
+
     label: str
     url: str
     active: bool
     key: str
+    current: bool = False
 
 
 class Shell:
@@ -93,10 +99,31 @@ class Shell:
     def nav_items(self) -> list[NavItem]:
         match = getattr(self.request, "resolver_match", None)
         current = match.view_name if match is not None else ""
-        return [
-            NavItem(label=label, url=reverse(name), active=current in active_on, key=name)
-            for label, name, active_on in NAV_ITEMS
-        ]
+        items = []
+        for label, name, active_on in NAV_ITEMS:
+            url = reverse(name)
+            under = url != "/" and self.request.path.startswith(url)
+            items.append(
+                NavItem(
+                    label=label,
+                    url=url,
+                    active=current in active_on or under,
+                    key=name,
+                    current=current == name,
+                )
+            )
+        return items
+
+    @cached_property
+    def switch_next_url(self) -> str:
+        """Where the project switcher leads after switching: this page if it shows no
+        particular object (no URL arguments), else the list page of its section (an object
+        of one project is not in another), else the dashboard."""
+        match = getattr(self.request, "resolver_match", None)
+        if match is None or not (match.args or match.kwargs):
+            return self.request.path
+        section = next((item.url for item in self.nav_items if item.active), None)
+        return section or reverse("home")
 
 
 def get_shell(request: HttpRequest) -> Shell:
