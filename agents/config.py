@@ -1,18 +1,43 @@
-"""The agent version configuration document: a pydantic schema shared by services, API, UI and YAML.
+"""The registry's JSON documents as pydantic schemas: the agent version config, price overrides.
 
-One shape everywhere: ``agent_version_create`` takes it, ``version_snapshot`` returns it,
-``agents_export`` writes it and ``agents_apply`` reads it, and diffs compare it.
+One shape everywhere: ``agent_version_create`` takes the config, ``version_snapshot``
+returns it, ``agents_export`` writes it and ``agents_apply`` reads it, and diffs compare it.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from decimal import Decimal
+from typing import Annotated, Any, Literal
 
 import pydantic
+import pydantic_core
 from django.core.exceptions import ValidationError
+
+from governance.conditions import ConditionError, compile_condition
 
 Effect = Literal["allow", "require_approval", "deny"]
 RoleName = Literal["viewer", "operator", "approver", "admin"]
+
+
+def decimal_text(value: Decimal) -> str:
+    """A decimal as plain text, no exponent, no trailing zeros: ``Decimal("0.010000")`` -> ``"0.01"``."""
+    return format(value.normalize(), "f")
+
+
+# USD amounts: parsed from decimal strings or numbers (not NaN or infinite), written back as
+# strings so JSON and YAML never turn a price into a binary float.
+DecimalText = Annotated[Decimal, pydantic.PlainSerializer(decimal_text, return_type=str)]
+
+
+class PriceOverride(pydantic.BaseModel):
+    """One model's price in ``ModelEndpoint.price_overrides``: USD per million tokens, both
+    required, each a decimal string or number >= 0 (``{"input_per_mtok": "2.50",
+    "output_per_mtok": "10"}``)."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    input_per_mtok: DecimalText = pydantic.Field(ge=0)
+    output_per_mtok: DecimalText = pydantic.Field(ge=0)
 
 
 class _Strict(pydantic.BaseModel):
@@ -20,8 +45,26 @@ class _Strict(pydantic.BaseModel):
 
 
 class GrantRule(_Strict):
+    """One grant rule: when the CEL condition ``when`` is true, ``then`` is the effect.
+
+    The condition is compiled as the config is validated, so its errors (syntax, with line
+    and column; unknown variables) come back with every other error of the config, each at
+    its path: ``grants.0.rules.1.when``."""
+
     when: str = pydantic.Field(min_length=1, max_length=2000)
     then: Effect
+
+    @pydantic.field_validator("when")
+    @classmethod
+    def _compiles(cls, when: str) -> str:
+        try:
+            compile_condition(when)
+        except ConditionError as exc:
+            # A custom error: pydantic would prefix a ValueError's text with "Value error, ".
+            raise pydantic_core.PydanticCustomError(
+                "cel_condition", "{message}", {"message": exc.message}
+            ) from exc
+        return when
 
 
 class GrantConfig(_Strict):

@@ -16,6 +16,7 @@ import anyio
 import httpx
 import httpx2
 import jsonschema
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import DatabaseError, transaction
 from django.utils import timezone
@@ -24,6 +25,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from agents.builtins import registry as builtin_registry
 from agents.models import (
+    RESERVED_TOOL_NAMES,
     MCPServer,
     MCPTransport,
     ModelEndpoint,
@@ -32,7 +34,7 @@ from agents.models import (
     ToolKind,
     tool_name_validator,
 )
-from agents.services import tool_create, tool_update
+from agents.services import tool_create, tool_set_removed, tool_update
 from controlplane.secrets import SecretUnavailableError, resolve_secret
 from governance.services import audit_record
 
@@ -251,6 +253,37 @@ class _RemoteTool:
     idempotent: bool | None
 
 
+class StdioCommandNotAllowedError(ValidationError):
+    """A stdio MCP server's ``command[0]`` is not in ``settings.MCP_STDIO_COMMANDS_ALLOWED``.
+
+    A ``ValidationError`` keyed ``command``: the API answers 400 ``{"command": [...]}``.
+    """
+
+
+def stdio_command_refusal(command: list[str]) -> str:
+    """Why the stdio ``command`` (argv) may not be launched, or ``""`` when it may.
+
+    Allowed only when ``command[0]`` equals an entry of ``settings.MCP_STDIO_COMMANDS_ALLOWED``
+    exactly (a bare name such as ``uvx`` is then looked up on the control plane's PATH; a
+    path must match as written). The list is empty by default: no stdio server runs.
+    """
+    allowed = list(getattr(settings, "MCP_STDIO_COMMANDS_ALLOWED", []))
+    if not command:
+        return "The stdio MCP server has no command."
+    if command[0] in allowed:
+        return ""
+    return (
+        f"The command {command[0]!r} is not allowed for stdio MCP servers: add it to "
+        f"MCP_STDIO_COMMANDS_ALLOWED (allowed now: {', '.join(allowed) or 'none'})."
+    )
+
+
+def _stdio_refusal(server: MCPServer) -> str:
+    if server.transport != MCPTransport.STDIO:
+        return ""
+    return stdio_command_refusal(list(server.command or []))
+
+
 def _mcp_token(server: MCPServer) -> str:
     """The server's bearer token, or ``""`` when none is configured. Raises
     ``SecretUnavailableError`` when the configured variable is unset."""
@@ -295,6 +328,11 @@ async def _mcp_session(target: _MCPTarget, *, timeout: float):
     timeouts are set beyond it so they never race it with a less clear error.
     """
     if target.transport == MCPTransport.STDIO:
+        # The callers refuse (and audit) a command that is not allowed; this is the last
+        # guard before a process is started.
+        refusal = stdio_command_refusal(target.command)
+        if refusal:
+            raise PermissionError(refusal)
         params = StdioServerParameters(command=target.command[0], args=target.command[1:])
         async with Client(params, cache=None) as client:
             yield client
@@ -353,9 +391,13 @@ def _initial_risk(remote: _RemoteTool) -> str:
 
 
 def _local_tool_name(server_name: str, remote_name: str, taken: set[str]) -> str:
-    """The remote name if it is a valid, free tool name, else ``<server>.<remote>``
+    """The remote name if it is a valid, free, unreserved tool name, else ``<server>.<remote>``
     (characters outside the name alphabet replaced by ``_``, cut to 64, numbered if taken)."""
-    if tool_name_validator.regex.match(remote_name) and remote_name not in taken:
+    if (
+        tool_name_validator.regex.match(remote_name)
+        and remote_name not in taken
+        and remote_name not in RESERVED_TOOL_NAMES
+    ):
         return remote_name
     base = f"{server_name}.{re.sub(r'[^A-Za-z0-9_.-]', '_', remote_name)}"
     if not base[0].isalpha():
@@ -376,15 +418,18 @@ def mcp_server_sync(*, server: MCPServer) -> SyncResult:
     Bearer`` from ``server.auth_env_var`` when set; or stdio, launching ``server.command``),
     lists every tool (all pages), then in one transaction:
 
-    - a new remote tool becomes a Tool named like the remote tool if that name is valid and
-      free in the project, else ``<server>.<remote>`` (sanitized); its description, input
-      and output schemas come from the server, its initial ``risk`` and ``idempotent`` from
-      the tool's annotations (MCP defaults: destructive). Created with ``tool_create``.
+    - a new remote tool becomes a Tool named like the remote tool if that name is valid,
+      free in the project and not reserved (``new``), else ``<server>.<remote>``
+      (sanitized); its description, input and output schemas come from the server, its
+      initial ``risk`` and ``idempotent`` from the tool's annotations (MCP defaults:
+      destructive). Created with ``tool_create``.
     - a known tool whose description or schemas changed is updated with ``tool_update``
       (risk, grants and name are never changed by a sync); one that had been marked
-      removed gets ``removed_at`` cleared (audit ``tool.restored``), counted as updated.
-    - a tool of this server that is no longer listed gets ``removed_at`` set (audit
-      ``tool.marked_removed``); the row stays for grants and history.
+      removed is restored with ``tool_set_removed`` (audit ``tool.restored``), counted as
+      updated.
+    - a tool of this server that is no longer listed is marked removed with
+      ``tool_set_removed`` (audit ``tool.marked_removed``); the row stays for grants and
+      history.
 
     Then ``server.last_synced_at`` is set, ``last_sync_error`` cleared, and
     ``mcp_server.synced`` is audited with the name lists.
@@ -393,7 +438,15 @@ def mcp_server_sync(*, server: MCPServer) -> SyncResult:
     protocol error, a 30 s timeout or a listed tool the registry rejects (invalid schema)
     give a result with ``error`` set; then no tool is touched, ``last_sync_error`` records
     the error and ``mcp_server.sync_failed`` is audited.
+
+    Raises ``StdioCommandNotAllowedError`` for a stdio server whose ``command[0]`` is not
+    in ``settings.MCP_STDIO_COMMANDS_ALLOWED`` (see ``stdio_command_refusal``): nothing is
+    launched, ``last_sync_error`` records why and ``mcp_server.sync_refused`` is audited.
     """
+    refusal = _stdio_refusal(server)
+    if refusal:
+        _sync_failed(server, refusal, action="mcp_server.sync_refused")
+        raise StdioCommandNotAllowedError({"command": [refusal]})
     try:
         token = _mcp_token(server)
     except SecretUnavailableError as exc:
@@ -421,11 +474,13 @@ class _RejectedToolError(Exception):
     pass
 
 
-def _sync_failed(server: MCPServer, error: str) -> SyncResult:
+def _sync_failed(
+    server: MCPServer, error: str, *, action: str = "mcp_server.sync_failed"
+) -> SyncResult:
     error = error[:_DETAIL_MAX_CHARS]
     with transaction.atomic():
         MCPServer.objects.filter(pk=server.pk).update(last_sync_error=error)
-        audit_record(action="mcp_server.sync_failed", obj=server, data={"error": error})
+        audit_record(action=action, obj=server, data={"error": error})
     server.last_sync_error = error
     return SyncResult(error=error)
 
@@ -470,8 +525,7 @@ def _apply_sync(server: MCPServer, remote_tools: list[_RemoteTool]) -> SyncResul
             raise _RejectedToolError(f"Tool {remote.name!r} was rejected: {messages}") from exc
         restored = tool.removed_at is not None
         if restored:
-            _set_removed(tool, None)
-            audit_record(action="tool.restored", obj=tool, data={"mcp_server": server.name})
+            tool = tool_set_removed(tool=tool, removed=False)
         if changes or restored:
             updated.append(tool.name)
         else:
@@ -480,8 +534,7 @@ def _apply_sync(server: MCPServer, remote_tools: list[_RemoteTool]) -> SyncResul
     listed = {remote.name for remote in remote_tools}
     for remote_name, tool in existing.items():
         if remote_name not in listed and tool.removed_at is None:
-            _set_removed(tool, now)
-            audit_record(action="tool.marked_removed", obj=tool, data={"mcp_server": server.name})
+            tool_set_removed(tool=tool, removed=True)
             removed.append(tool.name)
 
     MCPServer.objects.filter(pk=server.pk).update(last_synced_at=now, last_sync_error="")
@@ -502,12 +555,6 @@ def _apply_sync(server: MCPServer, remote_tools: list[_RemoteTool]) -> SyncResul
         },
     )
     return result
-
-
-def _set_removed(tool: Tool, removed_at) -> None:
-    # removed_at is not among tool_update's fields: only a sync marks and clears it.
-    Tool.objects.filter(pk=tool.pk).update(removed_at=removed_at, updated_at=timezone.now())
-    tool.removed_at = removed_at
 
 
 # --- Tool calls ----------------------------------------------------------------------------
@@ -531,7 +578,8 @@ def tool_invoke(
     """Execute ``tool`` with ``arguments`` and return what it answered.
 
     This is the bare execution step: it does NOT check grants, conditions, rate limits or
-    PII and does NOT audit; the governed call path wraps it. It does refuse a tool marked
+    PII and does NOT audit (but for a refused stdio command, below); the governed call path
+    wraps it. It does refuse a tool marked
     removed from its MCP server, and validates ``arguments`` against ``tool.input_schema``
     (JSON Schema, formats checked) before anything is sent; invalid arguments give
     ``ok=False`` with the failing path and message.
@@ -546,7 +594,9 @@ def tool_invoke(
     - ``mcp``: ``tools/call`` on the tool's MCP server; the output is the structured
       content when the server sent some, else the text content joined by newlines. A
       result flagged ``isError`` fails with that text. (``idempotency_key`` is not sent:
-      MCP has no place for it.)
+      MCP has no place for it.) A stdio server whose ``command[0]`` is not in
+      ``settings.MCP_STDIO_COMMANDS_ALLOWED`` is not launched: the call fails saying so,
+      and that refusal (only it) is audited as ``tool.invoke_refused``.
     - ``builtin``: the registered function called with the arguments as keyword arguments
       (after also checking its own schema); an exception fails the call with its type and
       message; the return value must be JSON-serializable. Built-ins run in-process, so
@@ -696,6 +746,14 @@ def _invoke_mcp(tool: Tool, arguments: dict, timeout: float) -> Any:
     server = tool.mcp_server
     if server is None or not tool.mcp_tool_name:
         raise _CallFailed(f"Tool {tool.name} has no MCP server.")
+    refusal = _stdio_refusal(server)
+    if refusal:
+        audit_record(
+            action="tool.invoke_refused",
+            obj=tool,
+            data={"mcp_server": server.name, "error": refusal},
+        )
+        raise _CallFailed(refusal)
     try:
         token = _mcp_token(server)
     except SecretUnavailableError as exc:

@@ -15,7 +15,6 @@ from typing import Any
 
 from django import forms
 from django.core.exceptions import ValidationError
-from django.db.models import QuerySet
 
 from agents.models import (
     HTTP_METHODS,
@@ -31,19 +30,8 @@ from agents.selectors import agents_for_project, model_endpoints_for_project, to
 from controlplane.models import Role
 from governance.conditions import EFFECTS
 
-# Path segments of fixed pages next to ``agents/<slug>/`` and ``tools/<name>/``: an agent or
-# tool with such a name could not be opened, so the forms refuse them.
-RESERVED_AGENT_SLUGS = frozenset({"new", "model-endpoints"})
-RESERVED_TOOL_NAMES = frozenset({"new", "mcp-servers"})
-
 RULE_SEPARATOR = "=>"
 _RULE_MESSAGE_RE = re.compile(r"^rules\[(\d+)\]\.(?:when|then):\s*")
-
-
-def _reserved(value: str, reserved: frozenset[str]) -> str:
-    if value in reserved:
-        raise ValidationError(f"'{value}' is reserved for a page address; choose another name.")
-    return value
 
 
 def parse_json_field(text: str, *, required: bool) -> Any:
@@ -88,13 +76,6 @@ class AgentFilterForm(forms.Form):
         super().__init__(*args, **kwargs)
         names = model_endpoints_for_project(project).values_list("name", flat=True)
         self.fields["endpoint"].choices = [("", "All endpoints"), *((n, n) for n in names)]
-
-    def filter(self, agents: QuerySet[Agent]) -> QuerySet[Agent]:
-        self.is_valid()
-        endpoint = self.cleaned_data.get("endpoint")
-        if endpoint:
-            agents = agents.filter(active_version__model_endpoint__name=endpoint)
-        return agents
 
 
 class AgentDraftForm(forms.Form):
@@ -150,9 +131,6 @@ class AgentCreateForm(AgentDraftForm):
     description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
 
     field_order = ["slug", "description"]
-
-    def clean_slug(self) -> str:
-        return _reserved(self.cleaned_data["slug"].strip(), RESERVED_AGENT_SLUGS)
 
 
 class AgentVersionForm(AgentDraftForm):
@@ -392,9 +370,6 @@ class ToolCreateForm(forms.Form):
 
         self.builtins = registry
         self.fields["builtin_name"].choices = [("", "—"), *((n, n) for n in sorted(registry))]
-
-    def clean_name(self) -> str:
-        return _reserved(self.cleaned_data["name"].strip(), RESERVED_TOOL_NAMES)
 
     def clean_input_schema(self) -> Any:
         return parse_json_field(self.cleaned_data["input_schema"], required=False)

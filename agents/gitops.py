@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import difflib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import pydantic
 import yaml
@@ -22,10 +23,25 @@ from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import transaction
 from django.db.models import Max
 
-from agents.config import AgentVersionConfig, GrantConfig
-from agents.models import Agent, AgentVersion, MCPServer, ModelEndpoint, Tool, ToolGrant
+from agents.config import (
+    AgentVersionConfig,
+    DecimalText,
+    GrantConfig,
+    PriceOverride,
+    decimal_text,
+)
+from agents.models import (
+    Agent,
+    AgentVersion,
+    MCPServer,
+    ModelEndpoint,
+    Tool,
+    ToolGrant,
+    mcp_server_write_role,
+)
 from agents.selectors import (
     agents_for_project,
+    agents_with_config,
     config_diff,
     mcp_servers_for_project,
     model_endpoints_for_project,
@@ -43,8 +59,8 @@ from agents.services import (
     tool_create,
     tool_update,
 )
-from controlplane.models import Project
-from governance.conditions import ConditionError, compile_condition
+from controlplane.models import Project, Role
+from controlplane.permissions import membership_role
 
 DOCUMENT_VERSION = 1
 CHANGE_NOTE = "applied from a registry file (agents_apply)"
@@ -60,16 +76,6 @@ UNCHANGED = "unchanged"
 NOT_IN_FILE = "not_in_file"
 
 ErrorList = list[tuple[str, str]]
-
-
-def decimal_text(value: Decimal) -> str:
-    """A decimal as plain text, no exponent, no trailing zeros: ``Decimal("0.010000")`` -> ``"0.01"``."""
-    return format(value.normalize(), "f")
-
-
-# USD amounts: parsed from strings (numbers are accepted too), written back as strings so
-# YAML never turns a price into a binary float.
-DecimalText = Annotated[Decimal, pydantic.PlainSerializer(decimal_text, return_type=str)]
 
 
 # --- The document ---------------------------------------------------------------------------
@@ -91,7 +97,7 @@ class ModelEndpointSpec(_Spec):
     default_model: str = ""
     genai_prices_provider: str = ""
     credential_env_var: str = ""
-    price_overrides: dict[str, dict[str, DecimalText]] = {}
+    price_overrides: dict[str, PriceOverride] = {}
 
 
 class MCPServerSpec(_Spec):
@@ -133,17 +139,6 @@ class AgentSpec(_Spec):
     config: AgentVersionConfig
 
 
-class RegistryDocument(_Spec):
-    """The whole document. ``project`` must be the slug of the project it is applied to."""
-
-    version: Literal[1]
-    project: str
-    model_endpoints: list[ModelEndpointSpec] = []
-    mcp_servers: list[MCPServerSpec] = []
-    tools: list[ToolSpec] = []
-    agents: list[AgentSpec] = []
-
-
 class _Envelope(_Spec):
     """The top level only; sections are validated item by item so every error is found."""
 
@@ -159,6 +154,15 @@ class _Envelope(_Spec):
     def _empty_section(cls, value: Any) -> Any:
         # "tools:" with nothing under it loads as None in YAML: an empty section.
         return [] if value is None else value
+
+
+class RegistryDocument(_Envelope):
+    """The whole document. ``project`` must be the slug of the project it is applied to."""
+
+    model_endpoints: list[ModelEndpointSpec] = []
+    mcp_servers: list[MCPServerSpec] = []
+    tools: list[ToolSpec] = []
+    agents: list[AgentSpec] = []
 
 
 SECTIONS: dict[str, type[_Spec]] = {
@@ -346,45 +350,15 @@ def registry_export(*, project: Project) -> dict[str, Any]:
         version=DOCUMENT_VERSION,
         project=project.slug,
         model_endpoints=[
-            ModelEndpointSpec(
-                name=e.name,
-                kind=e.kind,
-                base_url=e.base_url,
-                default_model=e.default_model,
-                genai_prices_provider=e.genai_prices_provider,
-                credential_env_var=e.credential_env_var,
-                price_overrides=_prices(e.price_overrides),
-            )
+            ModelEndpointSpec(**_endpoint_values(e))
             for e in model_endpoints_for_project(project).order_by("name")
         ],
         mcp_servers=[
-            MCPServerSpec(
-                name=s.name,
-                transport=s.transport,
-                url=s.url,
-                command=s.command,
-                auth_env_var=s.auth_env_var,
-            )
+            MCPServerSpec(**_server_values(s))
             for s in mcp_servers_for_project(project).order_by("name")
         ],
         tools=[
-            ToolSpec(
-                name=t.name,
-                kind=t.kind,
-                description=t.description,
-                input_schema=t.input_schema,
-                output_schema=t.output_schema,
-                http_url=t.http_url,
-                http_method=t.http_method,
-                http_headers=t.http_headers,
-                timeout_seconds=t.timeout_seconds,
-                mcp_server=t.mcp_server.name if t.mcp_server_id else None,
-                mcp_tool_name=t.mcp_tool_name,
-                builtin_name=t.builtin_name,
-                risk=t.risk,
-                idempotent=t.idempotent,
-                cost_per_call_usd=t.cost_per_call_usd,
-            )
+            ToolSpec(**_tool_values(t))
             for t in tools_for_project(project, include_removed=False).order_by("name")
         ],
         agents=[
@@ -393,7 +367,7 @@ def registry_export(*, project: Project) -> dict[str, Any]:
                 description=a.description,
                 config=AgentVersionConfig.model_validate(version_snapshot(a.active_version)),
             )
-            for a in agents_for_project(project).order_by("slug")
+            for a in agents_with_config(project).order_by("slug")
             if a.active_version_id is not None
         ],
     )
@@ -472,16 +446,8 @@ def document_from_yaml(text: str) -> Any:
 # --- Plan -----------------------------------------------------------------------------------
 
 
-ENDPOINT_DOC_FIELDS = (
-    "name",
-    "kind",
-    "base_url",
-    "default_model",
-    "genai_prices_provider",
-    "credential_env_var",
-    "price_overrides",
-)
-MCP_SERVER_DOC_FIELDS = ("name", "transport", "url", "command", "auth_env_var")
+ENDPOINT_DOC_FIELDS = tuple(ModelEndpointSpec.model_fields)
+MCP_SERVER_DOC_FIELDS = tuple(MCPServerSpec.model_fields)
 TOOL_DOC_FIELDS = tuple(ToolSpec.model_fields)
 
 
@@ -550,67 +516,126 @@ def _full_clean(instance, base: str, errors: ErrorList, exclude: list[str] | Non
 def _endpoint_fields(spec: ModelEndpointSpec) -> dict[str, Any]:
     data = {name: getattr(spec, name) for name in ENDPOINT_DOC_FIELDS}
     # Stored as JSON: prices as decimal strings.
-    data["price_overrides"] = _prices(spec.price_overrides)
+    data["price_overrides"] = {
+        model_name: prices.model_dump(mode="json")
+        for model_name, prices in spec.price_overrides.items()
+    }
     return data
+
+
+def _plan_object(
+    plan: Plan,
+    errors: ErrorList,
+    *,
+    kind: str,
+    path: str,
+    current: Any,
+    new: Callable[[dict[str, Any]], Any],
+    desired: dict[str, Any],
+    before: Callable[[Any], dict[str, Any]],
+    model_fields: dict[str, Any] | None = None,
+) -> Any:
+    """Validate the object the document describes and record its change.
+
+    ``desired`` holds the document's values as they are compared and applied;
+    ``model_fields`` the same as model attributes (default: ``desired``), set on a new
+    instance (``new(model_fields)``) or on ``current``, whose own values ``before(current)``
+    gives in ``desired``'s terms. Returns the validated, unsaved instance.
+    """
+    model_fields = desired if model_fields is None else model_fields
+    name = desired.get("name", "")
+    if current is None:
+        instance = new(model_fields)
+        _full_clean(instance, path, errors)
+        plan.changes.append(Change(kind, name, CREATE, path, desired=desired))
+        return instance
+    fields = _differences(before(current), desired)
+    for field_name, value in model_fields.items():
+        setattr(current, field_name, value)
+    _full_clean(current, path, errors)
+    action = UPDATE if fields else UNCHANGED
+    plan.changes.append(Change(kind, name, action, path, fields, None, desired))
+    return current
+
+
+def _not_in_file(plan: Plan, kind: str, names: set[str]) -> None:
+    plan.changes.extend(Change(kind, name, NOT_IN_FILE) for name in sorted(names))
+
+
+# An object's values in the document's terms: exported, and compared with the document.
+
+
+def _endpoint_values(endpoint: ModelEndpoint) -> dict[str, Any]:
+    values = {name: getattr(endpoint, name) for name in ENDPOINT_DOC_FIELDS}
+    values["price_overrides"] = _prices(endpoint.price_overrides)
+    return values
 
 
 def _plan_endpoints(project, parsed: _Parsed, plan: Plan, errors: ErrorList) -> None:
     existing = {e.name: e for e in model_endpoints_for_project(project)}
     for index, spec, _raw in parsed.items["model_endpoints"]:
-        path = _path("model_endpoints", index)
-        desired = _endpoint_fields(spec)
-        current = existing.get(spec.name)
-        if current is None:
-            _full_clean(ModelEndpoint(project=project, **desired), path, errors)
-            plan.changes.append(Change(MODEL_ENDPOINT, spec.name, CREATE, path, desired=desired))
-            continue
-        before = {name: getattr(current, name) for name in ENDPOINT_DOC_FIELDS}
-        before["price_overrides"] = _prices(current.price_overrides)
-        fields = _differences(before, desired)
-        for name, value in desired.items():
-            setattr(current, name, value)
-        _full_clean(current, path, errors)
-        action = UPDATE if fields else UNCHANGED
-        plan.changes.append(Change(MODEL_ENDPOINT, spec.name, action, path, fields, None, desired))
-    for name in sorted(set(existing) - parsed.names["model_endpoints"]):
-        plan.changes.append(Change(MODEL_ENDPOINT, name, NOT_IN_FILE))
+        _plan_object(
+            plan,
+            errors,
+            kind=MODEL_ENDPOINT,
+            path=_path("model_endpoints", index),
+            current=existing.get(spec.name),
+            new=lambda fields: ModelEndpoint(project=project, **fields),
+            desired=_endpoint_fields(spec),
+            before=_endpoint_values,
+        )
+    _not_in_file(plan, MODEL_ENDPOINT, set(existing) - parsed.names["model_endpoints"])
 
 
-def _plan_servers(project, parsed: _Parsed, plan: Plan, errors: ErrorList) -> dict[str, MCPServer]:
-    """Plan MCP servers; returns the servers tools may name (existing and new, unsaved)."""
+def _server_values(server: MCPServer) -> dict[str, Any]:
+    return {name: getattr(server, name) for name in MCP_SERVER_DOC_FIELDS}
+
+
+def _plan_servers(
+    project, parsed: _Parsed, plan: Plan, errors: ErrorList, actor_role: Role | None
+) -> dict[str, MCPServer]:
+    """Plan MCP servers; returns the servers tools may name (existing and new, unsaved).
+
+    With ``actor_role`` (a user applies the file), creating or changing a stdio server
+    needs ``mcp_server_write_role``: admin."""
     existing = {s.name: s for s in mcp_servers_for_project(project)}
     known = dict(existing)
     for index, spec, _raw in parsed.items["mcp_servers"]:
         path = _path("mcp_servers", index)
-        desired = {name: getattr(spec, name) for name in MCP_SERVER_DOC_FIELDS}
         current = existing.get(spec.name)
-        if current is None:
-            server = MCPServer(project=project, **desired)
-            _full_clean(server, path, errors)
-            known[spec.name] = server
-            plan.changes.append(Change(MCP_SERVER, spec.name, CREATE, path, desired=desired))
-            continue
-        before = {name: getattr(current, name) for name in MCP_SERVER_DOC_FIELDS}
-        fields = _differences(before, desired)
-        for name, value in desired.items():
-            setattr(current, name, value)
-        _full_clean(current, path, errors)
-        action = UPDATE if fields else UNCHANGED
-        plan.changes.append(Change(MCP_SERVER, spec.name, action, path, fields, None, desired))
-    for name in sorted(set(existing) - parsed.names["mcp_servers"]):
-        plan.changes.append(Change(MCP_SERVER, name, NOT_IN_FILE))
+        transports = (spec.transport, current.transport if current else spec.transport)
+        server = _plan_object(
+            plan,
+            errors,
+            kind=MCP_SERVER,
+            path=path,
+            current=current,
+            new=lambda fields: MCPServer(project=project, **fields),
+            desired=_server_values(spec),
+            before=_server_values,
+        )
+        known[spec.name] = server
+        needed = mcp_server_write_role(*transports)
+        if (
+            actor_role is not None
+            and plan.changes[-1].action in (CREATE, UPDATE)
+            and not actor_role.includes(needed)
+        ):
+            errors.append(
+                (
+                    _path(path, "transport"),
+                    "A stdio MCP server runs a command on the control plane's host: creating "
+                    f"or changing one needs the {needed.label.lower()} role.",
+                )
+            )
+    _not_in_file(plan, MCP_SERVER, set(existing) - parsed.names["mcp_servers"])
     return known
 
 
-def _stand_in_server(server: MCPServer) -> MCPServer:
-    """An unsaved copy of a server created by this same document, with a placeholder id.
-
-    ``Tool.clean()`` needs a server with an id; this copy is only validated against and
-    never saved (the tool's foreign key check against the database is skipped for it).
-    """
-    stand_in = MCPServer(project=server.project, name=server.name, transport=server.transport)
-    stand_in.pk = 0
-    return stand_in
+def _tool_values(tool: Tool) -> dict[str, Any]:
+    values = {name: getattr(tool, name) for name in TOOL_DOC_FIELDS}
+    values["mcp_server"] = tool.mcp_server.name if tool.mcp_server_id else None
+    return values
 
 
 def _plan_tools(
@@ -621,8 +646,6 @@ def _plan_tools(
     removed = {name for name, t in all_tools.items() if t.removed_at is not None}
     for index, spec, _raw in parsed.items["tools"]:
         path = _path("tools", index)
-        desired = {name: getattr(spec, name) for name in TOOL_DOC_FIELDS}
-        current = all_tools.get(spec.name)
         if spec.name in removed:
             errors.append(
                 (
@@ -632,9 +655,9 @@ def _plan_tools(
                 )
             )
             continue
-        exclude: list[str] = []
         server = None
         if spec.mcp_server is not None:
+            # A server new in this file is unsaved: Tool.clean() checks the object itself.
             server = servers.get(spec.mcp_server)
             if server is None:
                 errors.append(
@@ -644,24 +667,19 @@ def _plan_tools(
                     )
                 )
                 server = MCPServer(project=project, name=spec.mcp_server)
-            if server.pk is None:
-                server = _stand_in_server(server)
-                exclude.append("mcp_server")
-        model_fields = {**desired, "mcp_server": server}
-        if current is None:
-            _full_clean(Tool(project=project, **model_fields), path, errors, exclude)
-            plan.changes.append(Change(TOOL, spec.name, CREATE, path, desired=desired))
-            continue
-        before = {name: getattr(current, name) for name in TOOL_DOC_FIELDS}
-        before["mcp_server"] = current.mcp_server.name if current.mcp_server_id else None
-        fields = _differences(before, desired)
-        for name, value in model_fields.items():
-            setattr(current, name, value)
-        _full_clean(current, path, errors, exclude)
-        action = UPDATE if fields else UNCHANGED
-        plan.changes.append(Change(TOOL, spec.name, action, path, fields, None, desired))
-    for name in sorted(set(all_tools) - removed - parsed.names["tools"]):
-        plan.changes.append(Change(TOOL, name, NOT_IN_FILE))
+        desired = {name: getattr(spec, name) for name in TOOL_DOC_FIELDS}
+        _plan_object(
+            plan,
+            errors,
+            kind=TOOL,
+            path=path,
+            current=all_tools.get(spec.name),
+            new=lambda fields: Tool(project=project, **fields),
+            desired=desired,
+            before=_tool_values,
+            model_fields={**desired, "mcp_server": server},
+        )
+    _not_in_file(plan, TOOL, set(all_tools) - removed - parsed.names["tools"])
     return removed
 
 
@@ -711,16 +729,8 @@ def _check_config(
             errors.append(
                 (_path(grant_path, "tool"), f"No tool {grant.tool!r} in this file or project.")
             )
-        rule_errors = False
-        for rule_index, rule in enumerate(grant.rules):
-            try:
-                compile_condition(rule.when)
-            except ConditionError as exc:
-                errors.append((_path(grant_path, "rules", rule_index, "when"), exc.message))
-                rule_errors = True
+        # The config schema compiled the conditions; the model checks the rest of the grant.
         data = grant.model_dump(exclude={"tool"})
-        # Conditions are checked above, each with its own path; the grant's other rules here.
-        data["rules"] = [] if rule_errors else [dict(rule) for rule in data["rules"]]
         _full_clean(ToolGrant(**data), grant_path, errors, exclude=["agent_version", "tool"])
     raw_delegates = raw.get("delegates") if isinstance(raw, dict) else None
     for sorted_index, delegate in enumerate(config.delegates):
@@ -768,7 +778,7 @@ def _creation_order(new: dict[str, tuple[str, AgentSpec]], errors: ErrorList) ->
 
 
 def _plan_agents(project, parsed: _Parsed, plan: Plan, errors: ErrorList, known: _Known) -> None:
-    existing = {a.slug: a for a in agents_for_project(project)}
+    existing = {a.slug: a for a in agents_with_config(project)}
     new: dict[str, tuple[str, AgentSpec]] = {}
     updates: list[Change] = []
     for index, spec, raw in parsed.items["agents"]:
@@ -806,17 +816,19 @@ def _plan_agents(project, parsed: _Parsed, plan: Plan, errors: ErrorList, known:
         desired = {"description": spec.description, "config": spec.config.model_dump()}
         plan.changes.append(Change(AGENT, slug, CREATE, path, new_version=1, desired=desired))
     plan.changes.extend(updates)
-    for slug in sorted(set(existing) - parsed.names["agents"]):
-        plan.changes.append(Change(AGENT, slug, NOT_IN_FILE))
+    _not_in_file(plan, AGENT, set(existing) - parsed.names["agents"])
 
 
-def registry_plan(*, project: Project, document: Any) -> Plan:
+def registry_plan(*, project: Project, document: Any, actor=None) -> Plan:
     """Validate ``document`` against ``project`` and list the changes applying it would make.
 
     Reads only. Every problem is collected in ``plan.errors`` as ``(path, message)``:
-    the document's shape (pydantic), each object's model rules (``full_clean()`` on unsaved
-    instances), CEL conditions, and references (endpoints, tools, MCP servers and delegates
-    named in the document or existing in the project). Changes are listed in the order
+    the document's shape (pydantic, CEL conditions included), each object's model rules
+    (``full_clean()`` on unsaved instances), and references (endpoints, tools, MCP servers
+    and delegates named in the document or existing in the project). When ``actor`` is a
+    user, creating or changing a stdio MCP server needs their admin role in the project
+    (without a user, the system acts: whoever runs the command already has the host).
+    Changes are listed in the order
     ``registry_apply`` makes them: endpoints, MCP servers, tools, new agents (each after
     the new agents it delegates to), then existing agents.
     """
@@ -825,7 +837,11 @@ def registry_plan(*, project: Project, document: Any) -> Plan:
     parsed = _parse(document, project, errors)
     if parsed is not None:
         _plan_endpoints(project, parsed, plan, errors)
-        servers = _plan_servers(project, parsed, plan, errors)
+        actor_role = None
+        if getattr(actor, "is_authenticated", False):
+            # Not a member at all: the lowest role (the command checks membership first).
+            actor_role = membership_role(actor, project) or Role.VIEWER
+        servers = _plan_servers(project, parsed, plan, errors, actor_role)
         removed = _plan_tools(project, parsed, plan, errors, servers)
         live_tools = {t.name for t in tools_for_project(project, include_removed=False)}
         known = _Known(
@@ -893,19 +909,20 @@ def registry_apply(*, project: Project, document: Any, dry_run: bool, actor=None
     agents, and gives an agent a new (activated) version only where the document's config
     differs from its active version's snapshot. Deletes nothing. Writes go through
     ``agents.services`` (validated, audited under the current actor; ``actor`` is the user
-    recorded as creator of new versions and owner of new agents, or None).
+    recorded as creator of new versions and owner of new agents, or None; a user needs the
+    admin role for stdio MCP server changes, see ``registry_plan``).
     Raises ``GitopsError`` with every error when the document is invalid; nothing is
     changed then. Applying an unchanged document writes nothing, not even an audit event.
     """
     if dry_run:
-        plan = registry_plan(project=project, document=document)
+        plan = registry_plan(project=project, document=document, actor=actor)
         if plan.errors:
             raise GitopsError(plan.errors)
         return plan
     with transaction.atomic():
         # One apply per project at a time: the plan must still hold when it is applied.
         Project.objects.select_for_update().get(pk=project.pk)
-        plan = registry_plan(project=project, document=document)
+        plan = registry_plan(project=project, document=document, actor=actor)
         if plan.errors:
             raise GitopsError(plan.errors)
         for change in plan.changes:

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
-
 import jsonschema
+import pydantic
 from django.conf import settings
-from django.core.exceptions import ValidationError
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.utils import timezone
 
+from agents.config import PriceOverride
 from controlplane.models import Role, slug_validator
 from controlplane.secrets import ENV_VAR_NAME_RE
 from governance.conditions import EFFECTS, ConditionError, compile_condition
@@ -19,6 +19,21 @@ tool_name_validator = RegexValidator(
     r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$",
     "Start with a letter; use up to 64 letters, digits, '_', '.' or '-'.",
 )
+
+# Fixed path segments next to ``<slug>`` / ``<name>`` in the UI (``agents/urls.py``) and the
+# API: an agent or tool named like one could not be opened, so new ones are refused.
+# ``tests/agents/test_pages.py`` checks that every fixed segment of the URLconf is here.
+RESERVED_AGENT_SLUGS = frozenset({"new", "model-endpoints", "mcp-servers", "tools"})
+RESERVED_TOOL_NAMES = frozenset({"new", "mcp-servers"})
+
+
+def _check_reserved(instance: models.Model, field: str, reserved: frozenset[str]) -> None:
+    # Only new rows: names are permanent, and an older row must stay editable.
+    value = getattr(instance, field)
+    if instance._state.adding and value in reserved:
+        raise ValidationError(
+            {field: f"'{value}' is reserved for a page address; choose another name."}
+        )
 
 
 def _check_env_var(value: str, field: str) -> None:
@@ -30,6 +45,43 @@ class VersionImmutableError(Exception):
     """Raised when code tries to change or delete an agent version or its grants."""
 
 
+class UniqueFieldErrorsMixin:
+    """Key a violated multi-field ``UniqueConstraint`` by its last field, not ``__all__``.
+
+    ``(project, name)`` taken: ``{"name": ["Name 'docs' is already taken in this
+    project."]}``, so the API answers 400 under ``name`` and forms show the error at the
+    field. Other constraint errors are left as Django raises them.
+    """
+
+    def validate_constraints(self, exclude=None) -> None:
+        try:
+            super().validate_constraints(exclude=exclude)
+        except ValidationError as exc:
+            errors: dict[str, list[ValidationError]] = {}
+            for key, messages in exc.error_dict.items():
+                for error in messages:
+                    unique_check = (error.params or {}).get("unique_check", ())
+                    if key != NON_FIELD_ERRORS or error.code != "unique_together":
+                        errors.setdefault(key, []).append(error)
+                        continue
+                    *scope, field = unique_check
+                    errors.setdefault(field, []).append(self._taken(field, scope[-1]))
+            raise ValidationError(errors) from exc
+
+    def _taken(self, field: str, scope: str) -> ValidationError:
+        opts = self._meta
+        label = str(opts.get_field(field).verbose_name).capitalize()
+        return ValidationError(
+            "%(label)s %(value)r is already taken in this %(scope)s.",
+            code="unique",
+            params={
+                "label": label,
+                "value": getattr(self, field),
+                "scope": opts.get_field(scope).verbose_name,
+            },
+        )
+
+
 class ProviderKind(models.TextChoices):
     OPENAI = "openai", "OpenAI"
     ANTHROPIC = "anthropic", "Anthropic"
@@ -37,15 +89,16 @@ class ProviderKind(models.TextChoices):
     SCRIPTED = "scripted", "Scripted (deterministic tests and demos)"
 
 
-class ModelEndpoint(models.Model):
+class ModelEndpoint(UniqueFieldErrorsMixin, models.Model):
     """Where model calls go: a provider, its credentials and optional price overrides.
 
     The credential is either the name of an environment variable holding the API key
     (``credential_env_var``) or the key encrypted with ``controlplane.secrets``
     (``credential_encrypted``); never plain text, never returned by the API.
     ``price_overrides`` maps a model name to USD per million tokens, as decimal strings:
-    ``{"llama3.1:8b": {"input_per_mtok": "0", "output_per_mtok": "0"}}``; models without
-    an override are priced by genai-prices under ``genai_prices_provider``.
+    ``{"llama3.1:8b": {"input_per_mtok": "0", "output_per_mtok": "0"}}``, both keys
+    required (``agents.config.PriceOverride``); models without an override are priced by
+    genai-prices under ``genai_prices_provider``.
     """
 
     project = models.ForeignKey(
@@ -87,23 +140,17 @@ class ModelEndpoint(models.Model):
             )
         if not isinstance(self.price_overrides, dict):
             raise ValidationError({"price_overrides": "Must be an object keyed by model name."})
+        problems = []
         for model_name, prices in self.price_overrides.items():
-            if not isinstance(prices, dict) or set(prices) - {"input_per_mtok", "output_per_mtok"}:
-                raise ValidationError(
-                    {
-                        "price_overrides": f"{model_name}: use input_per_mtok and "
-                        "output_per_mtok (USD per million tokens)."
-                    }
-                )
-            for key, value in prices.items():
-                try:
-                    price = Decimal(str(value))
-                except InvalidOperation:
-                    price = Decimal(-1)
-                if not price.is_finite() or price < 0:
-                    raise ValidationError(
-                        {"price_overrides": f"{model_name}.{key}: {value!r} is not a price >= 0."}
-                    )
+            try:
+                PriceOverride.model_validate(prices)
+            except pydantic.ValidationError as exc:
+                problems += [
+                    f"{model_name!r}{''.join(f'.{part}' for part in e['loc'])}: {e['msg']}"
+                    for e in exc.errors()
+                ]
+        if problems:
+            raise ValidationError({"price_overrides": problems})
 
 
 class MCPTransport(models.TextChoices):
@@ -111,8 +158,21 @@ class MCPTransport(models.TextChoices):
     STDIO = "stdio", "stdio (local command)"
 
 
-class MCPServer(models.Model):
-    """A Model Context Protocol server whose tools can be synced into the registry."""
+def mcp_server_write_role(*transports: str) -> Role:
+    """The project role needed to create or change an MCP server whose transport is, or
+    becomes, any of ``transports``: ``admin`` when one is stdio (the server is a command
+    run on the control plane's host as its OS user), else ``operator``."""
+    return Role.ADMIN if MCPTransport.STDIO in transports else Role.OPERATOR
+
+
+class MCPServer(UniqueFieldErrorsMixin, models.Model):
+    """A Model Context Protocol server whose tools can be synced into the registry.
+
+    A stdio server is launched from ``command`` (argv); it is synced or called only when
+    ``command[0]`` is in ``settings.MCP_STDIO_COMMANDS_ALLOWED`` (see
+    ``agents.connectors``), and only project admins may create or change one
+    (``mcp_server_write_role``).
+    """
 
     project = models.ForeignKey(
         "controlplane.Project", on_delete=models.CASCADE, related_name="mcp_servers"
@@ -179,7 +239,7 @@ def check_json_schema(schema, field: str) -> None:
         raise ValidationError({field: "Tool arguments must be described by an object schema."})
 
 
-class Tool(models.Model):
+class Tool(UniqueFieldErrorsMixin, models.Model):
     """Something an agent can call: an HTTP endpoint, an MCP server's tool, or built-in code.
 
     ``http_headers`` maps header names to ``{"value": "..."}`` (not secret) or
@@ -223,6 +283,7 @@ class Tool(models.Model):
         return self.name
 
     def clean(self) -> None:
+        _check_reserved(self, "name", RESERVED_TOOL_NAMES)
         check_json_schema(self.input_schema, "input_schema")
         if self.output_schema is not None:
             if not isinstance(self.output_schema, dict):
@@ -258,9 +319,15 @@ class Tool(models.Model):
                 if "secret_env" in spec:
                     _check_env_var(spec["secret_env"], "http_headers")
         elif self.kind == ToolKind.MCP:
-            if self.mcp_server_id is None or not self.mcp_tool_name:
+            # The related object, not its id: a server created in the same batch (a registry
+            # file) is validated before it is saved.
+            try:
+                server = self.mcp_server
+            except MCPServer.DoesNotExist:
+                server = None  # an unknown id: clean_fields() names it
+            if server is None or not self.mcp_tool_name:
                 raise ValidationError({"mcp_server": "An MCP tool needs a server and a tool name."})
-            if self.mcp_server.project_id != self.project_id:
+            if server.project_id != self.project_id:
                 raise ValidationError({"mcp_server": "The MCP server belongs to another project."})
         elif self.kind == ToolKind.BUILTIN:
             from agents.builtins import registry
@@ -274,7 +341,7 @@ class Tool(models.Model):
                 )
 
 
-class Agent(models.Model):
+class Agent(UniqueFieldErrorsMixin, models.Model):
     """A named agent in a project. Its configuration lives in immutable versions; exactly one
     version is active (``active_version``), and activating an older one is a rollback."""
 
@@ -300,6 +367,9 @@ class Agent(models.Model):
 
     def __str__(self) -> str:
         return self.slug
+
+    def clean(self) -> None:
+        _check_reserved(self, "slug", RESERVED_AGENT_SLUGS)
 
 
 class ImmutableQuerySet(models.QuerySet):

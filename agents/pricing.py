@@ -7,9 +7,11 @@ from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal, localcontext
 from functools import cache
 
+import pydantic
 from genai_prices.data_snapshot import DataSnapshot
 from genai_prices.types import TieredPrices
 
+from agents.config import PriceOverride
 from agents.models import ModelEndpoint, ProviderKind
 
 USD_QUANTUM = Decimal("0.00000001")
@@ -42,10 +44,6 @@ def _bundled_snapshot() -> DataSnapshot:
     return DataSnapshot(providers=providers, from_auto_update=False)
 
 
-def _decimal(value) -> Decimal:
-    return Decimal(str(value)) if value is not None else Decimal(0)
-
-
 def _base_price(value) -> Decimal | None:
     if value is None:
         return None
@@ -55,21 +53,35 @@ def _base_price(value) -> Decimal | None:
 def model_price(*, endpoint: ModelEndpoint, model_name: str) -> ModelPrice | None:
     """The input and output token prices of ``model_name`` called through ``endpoint``.
 
-    ``endpoint.price_overrides[model_name]`` wins (``input_per_mtok`` / ``output_per_mtok``
-    as decimal strings; a missing half counts as 0). Otherwise the model is looked up in
+    ``endpoint.price_overrides[model_name]`` wins (``input_per_mtok`` and ``output_per_mtok``,
+    both required, decimal strings or numbers >= 0: ``agents.config.PriceOverride``, checked
+    when the endpoint is saved). Otherwise the model is looked up in
     the genai-prices data bundled with the installed package (offline; nothing is
     downloaded) under ``endpoint.genai_prices_provider``, or the kind for ``openai`` /
     ``anthropic`` endpoints, with the prices in force now. For a model priced in tiers by
     prompt size, the base tier (below the first threshold) is returned.
 
     Returns ``None`` when there is no override and no provider to look in, or the provider
-    or model is unknown to genai-prices, or it has no per-token price.
+    or model is unknown to genai-prices, or it has no per-token price. Raises
+    ``ValueError`` naming the endpoint, model and problem when the stored override is
+    malformed (a row written around the model's validation): never priced as 0.
     """
     override = (endpoint.price_overrides or {}).get(model_name)
-    if isinstance(override, dict):
+    if override is not None:
+        try:
+            prices = PriceOverride.model_validate(override)
+        except pydantic.ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'override'}: {e['msg']}"
+                for e in exc.errors()
+            )
+            raise ValueError(
+                f"Model endpoint {endpoint.name}: the price override of {model_name!r} is "
+                f"invalid ({problems})."
+            ) from exc
         return ModelPrice(
-            input_usd_per_mtok=_decimal(override.get("input_per_mtok")),
-            output_usd_per_mtok=_decimal(override.get("output_per_mtok")),
+            input_usd_per_mtok=prices.input_per_mtok,
+            output_usd_per_mtok=prices.output_per_mtok,
             source="override",
         )
     provider_id = endpoint.genai_prices_provider or _PROVIDER_FOR_KIND.get(endpoint.kind)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from django.db.models import Q, QuerySet
+from django.db.models import Count, Prefetch, Q, QuerySet, prefetch_related_objects
 
 from agents.models import (
     Agent,
@@ -26,6 +26,37 @@ def agents_for_project(project, *, search: str = "") -> QuerySet[Agent]:
     if search:
         qs = qs.filter(Q(slug__icontains=search) | Q(description__icontains=search))
     return qs
+
+
+def _snapshot_prefetch(through: str = "") -> tuple[Prefetch, ...]:
+    """What ``version_snapshot`` reads, as lookups (from a version, or ``through`` a
+    relation to one): one query each for a whole list of versions."""
+    return (
+        Prefetch(f"{through}grants", queryset=ToolGrant.objects.select_related("tool")),
+        Prefetch(f"{through}delegates"),
+    )
+
+
+def agents_with_config(project) -> QuerySet[Agent]:
+    """``agents_for_project`` with what ``version_snapshot(agent.active_version)`` reads
+    prefetched: a list of agents with their configs costs the same few queries for any
+    number of agents."""
+    return agents_for_project(project).prefetch_related(*_snapshot_prefetch("active_version__"))
+
+
+def agents_for_list(project, *, search: str = "", endpoint: str = "") -> QuerySet[Agent]:
+    """The agent list page: ``agents_for_project`` (``search`` in slug and description),
+    only agents whose active version uses the model endpoint named ``endpoint`` when given,
+    each annotated with ``grant_count`` (tools its active version grants)."""
+    agents = agents_for_project(project, search=search)
+    if endpoint:
+        agents = agents.filter(active_version__model_endpoint__name=endpoint)
+    return agents.annotate(grant_count=Count("active_version__grants", distinct=True))
+
+
+def versions_with_config(agent: Agent) -> QuerySet[AgentVersion]:
+    """``versions_for_agent`` with what ``version_snapshot`` reads prefetched."""
+    return versions_for_agent(agent).prefetch_related(*_snapshot_prefetch())
 
 
 def versions_for_agent(agent: Agent) -> QuerySet[AgentVersion]:
@@ -49,11 +80,20 @@ def mcp_servers_for_project(project) -> QuerySet[MCPServer]:
     return MCPServer.objects.filter(project=project)
 
 
+def mcp_servers_with_tool_counts(project) -> QuerySet[MCPServer]:
+    """``mcp_servers_for_project``, each annotated with ``tool_count``: the tools synced
+    from it, those since removed from the server included."""
+    return mcp_servers_for_project(project).annotate(tool_count=Count("tools", distinct=True))
+
+
 def version_snapshot(version: AgentVersion) -> dict[str, Any]:
     """The version as an ``AgentVersionConfig``-shaped dict (grants sorted by tool name).
 
-    The same document the API, the YAML export and diffs use.
+    The same document the API, the YAML export and diffs use. Reads the grants (with
+    their tools) and delegates prefetched on ``version`` when they are (see
+    ``agents_with_config``, ``versions_with_config``), else fetches them.
     """
+    prefetch_related_objects([version], *_snapshot_prefetch())
     grants = [
         {
             "tool": grant.tool.name,
@@ -65,7 +105,7 @@ def version_snapshot(version: AgentVersion) -> dict[str, Any]:
             "approver_role": grant.approver_role,
             "approval_quorum": grant.approval_quorum,
         }
-        for grant in version.grants.select_related("tool").order_by("tool__name")
+        for grant in sorted(version.grants.all(), key=lambda grant: grant.tool.name)
     ]
     return {
         "model_endpoint": version.model_endpoint.name,
@@ -74,7 +114,7 @@ def version_snapshot(version: AgentVersion) -> dict[str, Any]:
         "temperature": version.temperature,
         "max_output_tokens": version.max_output_tokens,
         "max_tool_calls_per_turn": version.max_tool_calls_per_turn,
-        "delegates": sorted(version.delegates.values_list("slug", flat=True)),
+        "delegates": sorted(agent.slug for agent in version.delegates.all()),
         "grants": grants,
     }
 

@@ -18,6 +18,7 @@ from agents.models import (
     ModelEndpoint,
     Tool,
     ToolGrant,
+    ToolKind,
 )
 from agents.selectors import config_diff, version_snapshot
 from controlplane.secrets import encrypt_secret
@@ -66,6 +67,13 @@ def _audit_fields(obj, fields) -> dict[str, Any]:
     return out
 
 
+def _changes(before: dict[str, Any], obj, fields) -> dict[str, dict[str, Any]]:
+    """``{field: {"before", "after"}}`` for the ``fields`` of ``obj`` that differ from
+    ``before`` (an earlier ``_audit_fields``)."""
+    after = _audit_fields(obj, fields)
+    return {k: {"before": before[k], "after": after[k]} for k in after if before[k] != after[k]}
+
+
 # --- Model endpoints ------------------------------------------------------------------------
 
 
@@ -105,14 +113,11 @@ def model_endpoint_update(
         endpoint.credential_env_var = ""
     endpoint.full_clean()
     endpoint.save()
-    after = _audit_fields(endpoint, ENDPOINT_FIELDS)
     audit_record(
         action="model_endpoint.updated",
         obj=endpoint,
         data={
-            "changes": {
-                k: {"before": before[k], "after": after[k]} for k in after if before[k] != after[k]
-            },
+            "changes": _changes(before, endpoint, ENDPOINT_FIELDS),
             "stored_key_replaced": bool(api_key),
             "stored_key_cleared": clear_api_key,
         },
@@ -175,15 +180,33 @@ def tool_update(*, tool: Tool, **fields: Any) -> Tool:
         setattr(tool, name, value)
     tool.full_clean()
     tool.save()
-    after = _audit_fields(tool, TOOL_FIELDS)
     audit_record(
-        action="tool.updated",
+        action="tool.updated", obj=tool, data={"changes": _changes(before, tool, TOOL_FIELDS)}
+    )
+    return tool
+
+
+@transaction.atomic
+def tool_set_removed(*, tool: Tool, removed: bool) -> Tool:
+    """Mark an MCP tool as removed from its server (``removed_at`` set to now) or as listed
+    again (``removed_at`` cleared). A removed tool keeps its row, name and grants but cannot
+    be called or newly granted.
+
+    Audited as ``tool.marked_removed`` or ``tool.restored`` with the server's name. A tool
+    already in that state is left as it is, and nothing is recorded. Returns the tool.
+    Raises ``ValidationError`` (on ``kind``) for a tool that is not an MCP tool.
+    """
+    tool = Tool.objects.select_for_update().select_related("mcp_server").get(pk=tool.pk)
+    if tool.kind != ToolKind.MCP:
+        raise ValidationError({"kind": "Only tools synced from an MCP server can be removed."})
+    if (tool.removed_at is not None) == removed:
+        return tool
+    tool.removed_at = timezone.now() if removed else None
+    tool.save(update_fields=["removed_at", "updated_at"])
+    audit_record(
+        action="tool.marked_removed" if removed else "tool.restored",
         obj=tool,
-        data={
-            "changes": {
-                k: {"before": before[k], "after": after[k]} for k in after if before[k] != after[k]
-            }
-        },
+        data={"mcp_server": tool.mcp_server.name if tool.mcp_server else None},
     )
     return tool
 

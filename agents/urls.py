@@ -1,7 +1,7 @@
 """UI routes of the agent registry (all under the current project).
 
 Fixed paths come before ``agents/<slug>/`` and ``tools/<name>/``; the forms refuse agent
-slugs and tool names that would collide with them (``agents.forms.RESERVED_*``).
+slugs and tool names that would collide with them (``agents.models.RESERVED_*``).
 """
 
 from django.urls import path

@@ -13,7 +13,6 @@ from typing import Any
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -31,12 +30,14 @@ from agents.forms import (
     ToolCreateForm,
     VersionDiffForm,
 )
-from agents.models import Agent, ToolKind
+from agents.models import Agent, ToolKind, mcp_server_write_role
 from agents.selectors import (
     activations_for_agent,
     agent_version_diff,
+    agents_for_list,
     agents_for_project,
     mcp_servers_for_project,
+    mcp_servers_with_tool_counts,
     model_endpoints_for_project,
     tools_for_project,
     version_snapshot,
@@ -96,17 +97,16 @@ def agent_list(request: HttpRequest, *, project: Project, role: Role) -> HttpRes
     """Agents of the project; ``q`` searches slug and description, ``endpoint`` filters by the
     active version's model endpoint. htmx requests get only the results table."""
     form = AgentFilterForm(request.GET, project=project)
-    search = form.cleaned_data.get("q", "") if form.is_valid() else ""
-    agents = form.filter(agents_for_project(project, search=search)).annotate(
-        grant_count=Count("active_version__grants", distinct=True)
-    )
+    form.is_valid()  # invalid values are left out and shown on the form
+    search = form.cleaned_data.get("q", "")
+    endpoint = form.cleaned_data.get("endpoint", "")
     context = {
         "project": project,
         "role": role,
         "can_operate": _can_operate(role),
         "form": form,
-        "agents": agents,
-        "filtered": bool(search or form.cleaned_data.get("endpoint")),
+        "agents": agents_for_list(project, search=search, endpoint=endpoint),
+        "filtered": bool(search or endpoint),
     }
     return render_page(
         request, "agents/agent_list.html", "agents/partials/agent_table.html", context
@@ -463,8 +463,18 @@ def tool_create(request: HttpRequest, *, project: Project, role: Role) -> HttpRe
 # --- MCP servers ------------------------------------------------------------------------------
 
 
-def _mcp_servers(project: Project):
-    return mcp_servers_for_project(project).annotate(tool_count=Count("tools", distinct=True))
+def _may_add_server(form: MCPServerCreateForm, role: Role) -> bool:
+    """Whether ``role`` may add the server ``form`` describes (a stdio server needs admin);
+    if not, the form says so at the transport."""
+    needed = mcp_server_write_role(form.cleaned_data["transport"])
+    if role.includes(needed):
+        return True
+    form.add_error(
+        "transport",
+        "A stdio server runs a command on the control plane's host: adding one needs the "
+        f"{needed.label.lower()} role.",
+    )
+    return False
 
 
 @project_page
@@ -474,7 +484,7 @@ def mcp_server_list(request: HttpRequest, *, project: Project, role: Role) -> Ht
     form = MCPServerCreateForm(request.POST or None)
     if request.method == "POST":
         project, role = _acting_project(request, project)
-        if form.is_valid():
+        if form.is_valid() and _may_add_server(form, role):
             try:
                 server = services.mcp_server_create(project=project, **form.cleaned_data)
             except ValidationError as error:
@@ -487,7 +497,7 @@ def mcp_server_list(request: HttpRequest, *, project: Project, role: Role) -> Ht
         "role": role,
         "can_operate": _can_operate(role),
         "form": form,
-        "servers": _mcp_servers(project),
+        "servers": mcp_servers_with_tool_counts(project),
     }
     return render(request, "agents/mcp_server_list.html", context)
 
@@ -507,9 +517,14 @@ def mcp_server_sync(request: HttpRequest, pk: int, *, project: Project, role: Ro
     """Import the server's tools now; htmx gets the server's row with the result."""
     project, role = _acting_project(request, project)
     server = get_object_or_404(mcp_servers_for_project(project), pk=pk)
-    from agents.connectors import mcp_server_sync as sync  # the connectors load MCP clients
+    # The connectors load MCP clients: imported on use.
+    from agents.connectors import StdioCommandNotAllowedError, SyncResult
+    from agents.connectors import mcp_server_sync as sync
 
-    result = sync(server=server)
+    try:
+        result = sync(server=server)
+    except StdioCommandNotAllowedError as refusal:  # recorded and audited by the sync
+        result = SyncResult(error=" ".join(refusal.messages))
     outcome = {
         "error": getattr(result, "error", "") or "",
         "created": _names(getattr(result, "created", None)),
@@ -518,7 +533,7 @@ def mcp_server_sync(request: HttpRequest, pk: int, *, project: Project, role: Ro
         "unchanged": _names(getattr(result, "unchanged", None)),
     }
     if is_partial_request(request):
-        server = get_object_or_404(_mcp_servers(project), pk=pk)
+        server = get_object_or_404(mcp_servers_with_tool_counts(project), pk=pk)
         context = {"project": project, "can_operate": True, "server": server, "sync": outcome}
         return render(request, "agents/partials/mcp_server_row.html", context)
     if outcome["error"]:

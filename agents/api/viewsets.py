@@ -43,8 +43,16 @@ from agents.filters import (
     ModelEndpointFilter,
     ToolFilter,
 )
-from agents.models import Agent, AgentVersion, MCPServer, ModelEndpoint, Tool
-from controlplane.api.base import ProjectScopedViewSet
+from agents.models import (
+    Agent,
+    AgentVersion,
+    MCPServer,
+    ModelEndpoint,
+    Tool,
+    mcp_server_write_role,
+)
+from controlplane.api.base import ProjectScopedViewSet, request_token
+from controlplane.permissions import check_project_access
 
 
 class RegistryCursorPagination(CursorPagination):
@@ -151,7 +159,8 @@ class MCPServerViewSet(
     mixins.CreateModelMixin,
     ProjectScopedViewSet,
 ):
-    """MCP servers of a project; ``sync`` refreshes the registry's tools from a server."""
+    """MCP servers of a project; ``sync`` refreshes the registry's tools from a server.
+    Creating or changing a stdio server needs the admin role."""
 
     queryset = MCPServer.objects.none()
     serializer_class = MCPServerSerializer
@@ -166,19 +175,31 @@ class MCPServerViewSet(
             return MCPServer.objects.none()
         return selectors.mcp_servers_for_project(self.project)
 
+    def _check_transport_role(self, *transports: str) -> None:
+        # A stdio server runs a command on the control plane's host: admins only (403).
+        check_project_access(
+            user=self.request.user,
+            project=self.project,
+            role=mcp_server_write_role(*transports),
+            token=request_token(self.request),
+        )
+
     def perform_create(self, serializer):
+        self._check_transport_role(serializer.validated_data.get("transport", ""))
         serializer.instance = services.mcp_server_create(
             project=self.project, **serializer.validated_data
         )
 
     def perform_service_update(self, instance, data):
+        self._check_transport_role(instance.transport, data.get("transport", instance.transport))
         return services.mcp_server_update(server=instance, **data)
 
     @extend_schema(request=None, responses=SyncResultSerializer)
     @action(detail=True, methods=["post"])
     def sync(self, request, *args, **kwargs):
         """List the server's tools and create, update or mark removed the registry's tools.
-        A server that cannot be reached answers 200 with ``error`` set."""
+        A server that cannot be reached answers 200 with ``error`` set; a stdio server whose
+        command is not in MCP_STDIO_COMMANDS_ALLOWED answers 400 under ``command``."""
         from agents.connectors import mcp_server_sync
 
         result = mcp_server_sync(server=self.get_object())
@@ -259,7 +280,7 @@ class AgentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScop
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
             return Agent.objects.none()
-        return selectors.agents_for_project(self.project)
+        return selectors.agents_with_config(self.project)
 
     @extend_schema(request=AgentCreateSerializer, responses={201: AgentSerializer})
     def create(self, request, *args, **kwargs):
@@ -364,7 +385,7 @@ class AgentVersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Proj
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
             return AgentVersion.objects.none()
-        return selectors.versions_for_agent(self.agent)
+        return selectors.versions_with_config(self.agent)
 
     def get_serializer_context(self):
         context = super().get_serializer_context()

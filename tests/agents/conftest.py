@@ -13,6 +13,19 @@ OBJECT_SCHEMA = {
 }
 
 
+def mcp_tool(project, server, name: str, remote_name: str, **fields):
+    """An ``mcp`` tool of ``server`` as a sync would create it (object schema by default)."""
+    fields.setdefault("input_schema", {"type": "object"})
+    return tool_create(
+        project=project,
+        name=name,
+        kind="mcp",
+        mcp_server=server,
+        mcp_tool_name=remote_name,
+        **fields,
+    )
+
+
 @pytest.fixture
 def endpoint(project):
     return model_endpoint_create(

@@ -50,8 +50,13 @@ def refuse(reason: str) -> str:
     raise ToolError(f"refused: {reason}")
 
 
+# Arguments of every call of ``slow`` the in-thread server received (timeout tests).
+slow_calls: list[float] = []
+
+
 async def slow(seconds: float) -> str:
     """Answer after ``seconds``."""
+    slow_calls.append(seconds)
     await anyio.sleep(seconds)
     return "done"
 

@@ -7,9 +7,11 @@ import itertools
 from datetime import timedelta
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
-from agents.models import Agent, AgentActivation, AgentVersion, ModelEndpoint, Tool
+from agents.models import Agent, AgentActivation, AgentVersion, MCPServer, ModelEndpoint, Tool
 from agents.selectors import version_snapshot
 from agents.services import (
     agent_create,
@@ -54,6 +56,16 @@ def mcp_server(project):
     )
 
 
+@pytest.fixture
+def stdio_server(project):
+    return mcp_server_create(project=project, name="local", transport="stdio", command=["srv"])
+
+
+def counts() -> dict[str, int]:
+    models = (Agent, AgentVersion, ModelEndpoint, MCPServer, Tool, AuditEvent)
+    return {model.__name__: model.objects.count() for model in models}
+
+
 def active_number(slug: str = "triage") -> int:
     return Agent.objects.select_related("active_version").get(slug=slug).active_version.number
 
@@ -82,57 +94,136 @@ def test_reads_need_viewer(project, agent, mcp_server, path):
     check_rbac(method="get", url=f"{API}/{path}", project=project, min_role=Role.VIEWER)
 
 
-def test_model_endpoint_create_rbac(project):
+def _write(method, path, data, audit_action, *needs, min_role=Role.OPERATOR, id):
+    """One write endpoint: ``data`` is a dict, or a callable taking the fixtures named in
+    ``needs`` (called once per request, so each success makes a fresh object)."""
+    return pytest.param(method, path, data, audit_action, needs, min_role, id=id)
+
+
+HTTP_SERVER = {"transport": "streamable_http", "url": "http://127.0.0.1:9/mcp"}
+STDIO_SERVER = {"transport": "stdio", "command": ["uvx", "srv"]}
+BUILTIN_TOOL = {"kind": "builtin", "builtin_name": "echo", "input_schema": OBJECT_SCHEMA}
+
+WRITES = [
+    _write(
+        "post",
+        "model-endpoints/",
+        lambda fx: {"name": unique("ep"), "kind": "scripted", "default_model": "s-1"},
+        "model_endpoint.created",
+        id="endpoint-create",
+    ),
+    _write(
+        "patch",
+        "model-endpoints/scripted/",
+        {"default_model": "scripted-2"},
+        "model_endpoint.updated",
+        "endpoint",
+        id="endpoint-update",
+    ),
+    _write(
+        "post",
+        "model-endpoints/scripted/test/",
+        None,
+        "model_endpoint.tested",
+        "endpoint",
+        id="endpoint-test",
+    ),
+    _write(
+        "post",
+        "mcp-servers/",
+        lambda fx: {"name": unique("srv"), **HTTP_SERVER},
+        "mcp_server.created",
+        id="http-server-create",
+    ),
+    _write(
+        "patch",
+        "mcp-servers/docs/",
+        {"url": "http://127.0.0.1:10/mcp"},
+        "mcp_server.updated",
+        "mcp_server",
+        id="http-server-update",
+    ),
+    # A stdio server runs a command on the control plane's host: admins only.
+    _write(
+        "post",
+        "mcp-servers/",
+        lambda fx: {"name": unique("srv"), **STDIO_SERVER},
+        "mcp_server.created",
+        min_role=Role.ADMIN,
+        id="stdio-server-create",
+    ),
+    _write(
+        "patch",
+        "mcp-servers/docs/",
+        STDIO_SERVER,
+        "mcp_server.updated",
+        "mcp_server",
+        min_role=Role.ADMIN,
+        id="http-server-to-stdio",
+    ),
+    _write(
+        "patch",
+        "mcp-servers/local/",
+        {"command": ["uvx", "other-srv"]},
+        "mcp_server.updated",
+        "stdio_server",
+        min_role=Role.ADMIN,
+        id="stdio-server-update",
+    ),
+    _write(
+        "post",
+        "tools/",
+        lambda fx: {"name": unique("notes.add"), **BUILTIN_TOOL},
+        "tool.created",
+        id="tool-create",
+    ),
+    _write(
+        "patch",
+        "tools/payments.send/",
+        {"description": "Send money."},
+        "tool.updated",
+        "tools",
+        id="tool-update",
+    ),
+    _write(
+        "post",
+        "agents/",
+        lambda fx: {"slug": unique("bot"), "config": fx["config"]},
+        "agent.created",
+        "config",
+        id="agent-create",
+    ),
+    _write(
+        "patch",
+        "agents/triage/",
+        {"description": "Sorts tickets."},
+        "agent.updated",
+        "agent",
+        id="agent-update",
+    ),
+    _write(
+        "post",
+        "agents/triage/versions/",
+        {"changes": {"temperature": 0.5}, "change_note": "warmer"},
+        "agent.version.created",
+        "agent",
+        id="version-create",
+    ),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "data", "audit_action", "needs", "min_role"), WRITES)
+def test_writes_need_their_role(
+    request, project, method, path, data, audit_action, needs, min_role
+):
+    fixtures = {name: request.getfixturevalue(name) for name in needs}
     check_rbac(
-        method="post",
-        url=f"{API}/model-endpoints/",
-        data=lambda: {"name": unique("ep"), "kind": "scripted", "default_model": "s-1"},
+        method=method,
+        url=f"{API}/{path}",
+        data=(lambda: data(fixtures)) if callable(data) else data,
         project=project,
-        min_role=Role.OPERATOR,
-        audit_action="model_endpoint.created",
-    )
-
-
-def test_model_endpoint_update_rbac(project, endpoint):
-    check_rbac(
-        method="patch",
-        url=f"{API}/model-endpoints/scripted/",
-        data={"default_model": "scripted-2"},
-        project=project,
-        min_role=Role.OPERATOR,
-        audit_action="model_endpoint.updated",
-    )
-
-
-def test_model_endpoint_test_rbac(project, endpoint):
-    check_rbac(
-        method="post",
-        url=f"{API}/model-endpoints/scripted/test/",
-        project=project,
-        min_role=Role.OPERATOR,
-        audit_action="model_endpoint.tested",
-    )
-
-
-def test_mcp_server_create_rbac(project):
-    check_rbac(
-        method="post",
-        url=f"{API}/mcp-servers/",
-        data=lambda: {"name": unique("srv"), "transport": "stdio", "command": ["uvx", "srv"]},
-        project=project,
-        min_role=Role.OPERATOR,
-        audit_action="mcp_server.created",
-    )
-
-
-def test_mcp_server_update_rbac(project, mcp_server):
-    check_rbac(
-        method="patch",
-        url=f"{API}/mcp-servers/docs/",
-        data={"url": "http://127.0.0.1:10/mcp"},
-        project=project,
-        min_role=Role.OPERATOR,
-        audit_action="mcp_server.updated",
+        min_role=min_role,
+        audit_action=audit_action,
     )
 
 
@@ -147,66 +238,6 @@ def test_mcp_server_sync_rbac(project, mcp_server):
             min_role=Role.OPERATOR,
             audit_action="mcp_server.synced",
         )
-
-
-def test_tool_create_rbac(project):
-    check_rbac(
-        method="post",
-        url=f"{API}/tools/",
-        data=lambda: {
-            "name": unique("notes.add"),
-            "kind": "builtin",
-            "builtin_name": "echo",
-            "input_schema": OBJECT_SCHEMA,
-        },
-        project=project,
-        min_role=Role.OPERATOR,
-        audit_action="tool.created",
-    )
-
-
-def test_tool_update_rbac(project, tools):
-    check_rbac(
-        method="patch",
-        url=f"{API}/tools/payments.send/",
-        data={"description": "Send money."},
-        project=project,
-        min_role=Role.OPERATOR,
-        audit_action="tool.updated",
-    )
-
-
-def test_agent_create_rbac(project, config):
-    check_rbac(
-        method="post",
-        url=f"{API}/agents/",
-        data=lambda: {"slug": unique("bot"), "config": config},
-        project=project,
-        min_role=Role.OPERATOR,
-        audit_action="agent.created",
-    )
-
-
-def test_agent_update_rbac(project, agent):
-    check_rbac(
-        method="patch",
-        url=f"{API}/agents/triage/",
-        data={"description": "Sorts tickets."},
-        project=project,
-        min_role=Role.OPERATOR,
-        audit_action="agent.updated",
-    )
-
-
-def test_version_create_rbac(project, agent):
-    check_rbac(
-        method="post",
-        url=f"{API}/agents/triage/versions/",
-        data={"changes": {"temperature": 0.5}, "change_note": "warmer"},
-        project=project,
-        min_role=Role.OPERATOR,
-        audit_action="agent.version.created",
-    )
 
 
 def test_version_activate_rbac(project, agent, admin_user):
@@ -333,7 +364,7 @@ def test_unknown_agent_or_version_is_404(admin_client_api, agent):
 # --- Errors keyed by field path -------------------------------------------------------------
 
 
-def test_cel_syntax_error_names_the_grant_rules_and_keeps_the_active_version(
+def test_cel_syntax_error_names_the_rule_and_keeps_the_active_version(
     admin_client_api, agent, config
 ):
     bad = {**config}
@@ -342,7 +373,9 @@ def test_cel_syntax_error_names_the_grant_rules_and_keeps_the_active_version(
         f"{API}/agents/triage/versions/", {"config": bad}, format="json"
     )
     assert response.status_code == 400
-    assert "config.grants.0.rules" in response.json(), response.json()
+    errors = response.json()
+    assert list(errors) == ["config.grants.0.rules.0.when"], errors
+    assert errors["config.grants.0.rules.0.when"][0].startswith("CEL syntax error at line 1")
     assert active_number() == 1
     assert AgentVersion.objects.filter(agent=agent).count() == 1
 
@@ -415,16 +448,88 @@ def test_bad_slug_is_a_400(admin_client_api, config):
     assert response.status_code == 400 and "slug" in response.json()
 
 
-def test_duplicate_names_are_a_400(admin_client_api, agent, config):
+@pytest.mark.parametrize(
+    ("path", "data", "field", "message"),
+    [
+        ("agents/", {"slug": "triage"}, "slug", "Slug 'triage' is already taken in this project."),
+        (
+            "model-endpoints/",
+            {"name": "scripted", "kind": "scripted"},
+            "name",
+            "Name 'scripted' is already taken in this project.",
+        ),
+        (
+            "mcp-servers/",
+            {"name": "docs", **HTTP_SERVER},
+            "name",
+            "Name 'docs' is already taken in this project.",
+        ),
+        (
+            "tools/",
+            {"name": "echo", **BUILTIN_TOOL},
+            "name",
+            "Name 'echo' is already taken in this project.",
+        ),
+    ],
+)
+def test_a_taken_name_is_a_400_at_the_field(
+    admin_client_api, agent, mcp_server, config, path, data, field, message
+):
+    if path == "agents/":
+        data = {**data, "config": config}
+    before = counts()
+    response = admin_client_api.post(f"{API}/{path}", data, format="json")
+    assert response.status_code == 400
+    assert response.json() == {field: [message]}
+    assert counts() == before
+
+
+@pytest.mark.parametrize(
+    ("path", "data", "field"),
+    [
+        ("agents/", {"slug": "new"}, "slug"),
+        ("agents/", {"slug": "model-endpoints"}, "slug"),
+        ("agents/", {"slug": "mcp-servers"}, "slug"),
+        ("agents/", {"slug": "tools"}, "slug"),
+        ("tools/", {"name": "new", **BUILTIN_TOOL}, "name"),
+        ("tools/", {"name": "mcp-servers", **BUILTIN_TOOL}, "name"),
+    ],
+)
+def test_a_reserved_name_is_a_400_at_the_field(admin_client_api, config, path, data, field):
+    if path == "agents/":
+        data = {**data, "config": config}
+    before = counts()
+    response = admin_client_api.post(f"{API}/{path}", data, format="json")
+    assert response.status_code == 400
+    [message] = response.json()[field]
+    assert "is reserved for a page address" in message
+    assert counts() == before
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"gpt-4o": {"input_per_mtok": "2.5"}}, "'gpt-4o'.output_per_mtok: Field required"),
+        ({"gpt-4o": {"output_per_mtok": 10}}, "'gpt-4o'.input_per_mtok: Field required"),
+        (
+            {"gpt-4o": {"input_per_mtok": "-1", "output_per_mtok": "1"}},
+            "'gpt-4o'.input_per_mtok: Input should be greater than or equal to 0",
+        ),
+        (
+            {"gpt-4o": {"input_per_mtok": "1", "output_per_mtok": "1", "cached": "0"}},
+            "'gpt-4o'.cached: Extra inputs are not permitted",
+        ),
+    ],
+)
+def test_a_price_override_needs_both_prices(admin_client_api, project, overrides, message):
     response = admin_client_api.post(
-        f"{API}/agents/", {"slug": "triage", "config": config}, format="json"
+        f"{API}/model-endpoints/",
+        {"name": "oai", "kind": "openai", "price_overrides": overrides},
+        format="json",
     )
     assert response.status_code == 400
-    response = admin_client_api.post(
-        f"{API}/model-endpoints/", {"name": "scripted", "kind": "scripted"}, format="json"
-    )
-    assert response.status_code == 400
-    assert Agent.objects.count() == 1 and ModelEndpoint.objects.count() == 1
+    assert response.json() == {"price_overrides": [message]}
+    assert not ModelEndpoint.objects.filter(name="oai").exists()
 
 
 def test_invalid_json_schema_on_a_tool_names_input_schema(admin_client_api, project):
@@ -570,6 +675,19 @@ def test_sync_returns_the_result(admin_client_api, mcp_server):
     assert admin_client_api.get(f"{API}/mcp-servers/docs/").json()["last_synced_at"]
 
 
+def test_sync_of_a_stdio_command_not_allowed_is_a_400_and_audited(
+    admin_client_api, stdio_server, settings
+):
+    settings.MCP_STDIO_COMMANDS_ALLOWED = ["uvx"]
+    response = admin_client_api.post(f"{API}/mcp-servers/local/sync/")
+    assert response.status_code == 400
+    [message] = response.json()["command"]
+    assert message.startswith("The command 'srv' is not allowed for stdio MCP servers")
+    assert "MCP_STDIO_COMMANDS_ALLOWED (allowed now: uvx)" in message
+    assert AuditEvent.objects.get(action="mcp_server.sync_refused").data == {"error": message}
+    assert admin_client_api.get(f"{API}/mcp-servers/local/").json()["last_sync_error"] == message
+
+
 def test_failed_sync_answers_with_the_error(admin_client_api, mcp_server):
     response = admin_client_api.post(f"{API}/mcp-servers/docs/sync/")
     assert response.status_code == 200
@@ -669,3 +787,22 @@ def test_agent_list_uses_cursor_pagination(admin_client_api, project, config, ad
         assert url is None or "cursor=" in url
         pages += 1
     assert seen == slugs and pages == 3
+
+
+def queries(client: APIClient, url: str) -> int:
+    with CaptureQueriesContext(connection) as captured:
+        assert client.get(url).status_code == 200
+    return len(captured)
+
+
+def test_lists_with_configs_cost_the_same_queries_for_any_number_of_rows(
+    admin_client_api, project, agent, config, admin_user
+):
+    agents_url, versions_url = f"{API}/agents/", f"{API}/agents/triage/versions/"
+    one_agent = queries(admin_client_api, agents_url)
+    one_version = queries(admin_client_api, versions_url)
+    for n in range(3):
+        agent_create(project=project, slug=f"agent-{n}", config=config, actor=admin_user)
+        agent_version_create(agent=agent, changes={"temperature": n / 10}, actor=admin_user)
+    assert queries(admin_client_api, agents_url) == one_agent
+    assert queries(admin_client_api, versions_url) == one_version

@@ -30,6 +30,7 @@ from agents.gitops import (
 from agents.models import Agent, AgentVersion, MCPServer, ModelEndpoint, Tool
 from agents.services import agent_create, mcp_server_create, model_endpoint_create, tool_create
 from governance.models import AuditEvent
+from tests.agents.conftest import mcp_tool
 from tests.factories import MembershipFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -42,23 +43,15 @@ def registry(project, config, admin_user, tools):
     server = mcp_server_create(
         project=project, name="crm", transport="streamable_http", url="http://crm.internal/mcp"
     )
-    tool_create(
-        project=project,
-        name="crm.lookup",
-        kind="mcp",
-        mcp_server=server,
-        mcp_tool_name="lookup",
+    mcp_tool(
+        project,
+        server,
+        "crm.lookup",
+        "lookup",
         description="Find a customer.",
         input_schema={"type": "object", "properties": {"email": {"type": "string"}}},
     )
-    gone = tool_create(
-        project=project,
-        name="crm.legacy",
-        kind="mcp",
-        mcp_server=server,
-        mcp_tool_name="legacy",
-        input_schema={"type": "object"},
-    )
+    gone = mcp_tool(project, server, "crm.legacy", "legacy")
     tool_create(
         project=project,
         name="refunds.create",
@@ -307,6 +300,36 @@ def test_a_new_mcp_server_and_its_tools_apply_together(project, endpoint):
     assert Tool.objects.get(name="docs.search").mcp_server.name == "docs"
 
 
+def test_only_a_project_admin_may_apply_stdio_servers(project, admin_user):
+    operator = UserFactory(username="olga")
+    MembershipFactory(user=operator, project=project, role="operator")
+    document = {
+        "version": 1,
+        "project": "acme",
+        "mcp_servers": [
+            {"name": "docs", "transport": "stdio", "command": ["uvx", "docs-mcp"]},
+            {"name": "web", "transport": "streamable_http", "url": "https://mcp.example.com/mcp"},
+        ],
+    }
+    plan = registry_plan(project=project, document=document, actor=operator)
+    assert plan.errors == [
+        (
+            "mcp_servers[0].transport",
+            "A stdio MCP server runs a command on the control plane's host: creating or "
+            "changing one needs the admin role.",
+        )
+    ]
+    assert registry_plan(project=project, document=document, actor=admin_user).errors == []
+    registry_apply(project=project, document=document, dry_run=False, actor=admin_user)
+
+    # Changing an existing stdio server into an HTTP one is a change to it, too.
+    document["mcp_servers"][0] = {**document["mcp_servers"][1], "name": "docs"}
+    errors = registry_plan(project=project, document=document, actor=operator).errors
+    assert [path for path, _ in errors] == ["mcp_servers[0].transport"]
+    # Unchanged, it is no concern of the operator's.
+    assert registry_plan(project=project, document=exported(project), actor=operator).errors == []
+
+
 # --- Invalid documents ----------------------------------------------------------------------
 
 
@@ -396,6 +419,30 @@ def test_the_apply_command_prints_every_error_and_exits_non_zero(registry, tmp_p
             lambda d: d["mcp_servers"][0].update(url=""),
             "mcp_servers[0].url",
             "needs a URL",
+        ),
+        (
+            lambda d: d["model_endpoints"][0].update(
+                price_overrides={"scripted-1": {"input_per_mtok": "0.5"}}
+            ),
+            "model_endpoints[0].price_overrides.scripted-1.output_per_mtok",
+            "Field required",
+        ),
+        (
+            lambda d: d["model_endpoints"][0].update(
+                price_overrides={"scripted-1": {"input_per_mtok": "-1", "output_per_mtok": 1}}
+            ),
+            "model_endpoints[0].price_overrides.scripted-1.input_per_mtok",
+            "greater than or equal to 0",
+        ),
+        (
+            lambda d: agent_doc(d, "triage").update(slug="new"),
+            "agents[1].slug",
+            "reserved for a page address",
+        ),
+        (
+            lambda d: d["tools"].append({**tool_doc(d, "echo"), "name": "mcp-servers"}),
+            "tools[4].name",
+            "reserved for a page address",
         ),
         (
             lambda d: agent_doc(d, "triage").update(slug="Triage!"),

@@ -10,8 +10,15 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from agents.connectors import SyncResult
-from agents.models import Agent, AgentVersion, ModelEndpoint, Tool
+from agents import urls as agents_urls
+from agents.models import (
+    RESERVED_AGENT_SLUGS,
+    RESERVED_TOOL_NAMES,
+    Agent,
+    AgentVersion,
+    ModelEndpoint,
+    Tool,
+)
 from agents.services import (
     agent_create,
     agent_version_create,
@@ -22,6 +29,7 @@ from agents.services import (
 from controlplane.models import Role
 from controlplane.services import project_create
 from governance.models import AuditEvent
+from tests.agents.mcp_fixture_server import RunningMCPServer, build_server
 from tests.factories import UserFactory
 from tests.rbac import check_rbac, member_client
 
@@ -417,10 +425,59 @@ def test_failed_edit_keeps_the_active_version(alice_client, agent, tools):
     assert agent.versions.count() == 1 and agent.active_version.number == 1
 
 
-def test_reserved_agent_slug_is_refused(alice_client, endpoint, tools):
-    html = alice_client.post(reverse("agent-create"), draft_data(tools, slug="new")).content
-    assert b"reserved for a page address" in html
+@pytest.mark.parametrize("slug", sorted(RESERVED_AGENT_SLUGS))
+def test_reserved_agent_slug_is_refused_at_the_field(alice_client, endpoint, tools, slug):
+    html = alice_client.post(reverse("agent-create"), draft_data(tools, slug=slug)).content
+    error = re.search(r'id="id_slug_error">([^<]*)<', html.decode())
+    assert error and "is reserved for a page address" in error.group(1)
     assert not Agent.objects.exists()
+
+
+def test_a_taken_agent_slug_is_shown_at_the_field(alice_client, agent, tools):
+    html = alice_client.post(reverse("agent-create"), draft_data(tools)).content.decode()
+    assert re.search(r'id="id_slug_error">Slug &#x27;triage&#x27; is already taken', html)
+    assert Agent.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    ("url_name", "data", "message"),
+    [
+        ("tool-create", {"name": "echo"}, "Name &#x27;echo&#x27; is already taken"),
+        ("tool-create", {"name": "new"}, "&#x27;new&#x27; is reserved for a page address"),
+        ("tool-create", {"name": "mcp-servers"}, "is reserved for a page address"),
+        ("model-endpoints", {"name": "scripted"}, "Name &#x27;scripted&#x27; is already taken"),
+        ("mcp-servers", {"name": "files"}, "Name &#x27;files&#x27; is already taken"),
+    ],
+)
+def test_taken_and_reserved_names_are_shown_at_the_field(
+    alice_client, endpoint, tools, mcp_server, url_name, data, message
+):
+    base = {
+        "tool-create": {"kind": "builtin", "builtin_name": "echo", "risk": "read"}
+        | {"http_method": "POST", "timeout_seconds": "5"},
+        "model-endpoints": {"kind": "scripted"},
+        "mcp-servers": {"transport": "streamable_http", "url": "https://mcp.example.com/mcp"},
+    }[url_name]
+    events = AuditEvent.objects.count()
+    response = alice_client.post(reverse(url_name), {"project": "acme", **base, **data})
+    assert response.status_code == 200
+    error = re.search(r'id="id_name_error">([^<]*)<', response.content.decode())
+    assert error and message in error.group(1)
+    assert AuditEvent.objects.count() == events
+
+
+def test_every_fixed_path_segment_is_a_reserved_name():
+    """A fixed page next to ``agents/<slug>/`` or ``tools/<name>/`` needs its segment
+    reserved, or an agent or tool of that name could not be opened."""
+    fixed: dict[str, set[str]] = {"agents": set(), "tools": set()}
+    for pattern in agents_urls.urlpatterns:
+        section, _, rest = str(pattern.pattern).partition("/")
+        segment = rest.split("/")[0]
+        if section in fixed and segment and "<" not in segment:
+            fixed[section].add(segment)
+    assert fixed["agents"] == {"new", "model-endpoints"}
+    assert fixed["agents"] <= RESERVED_AGENT_SLUGS
+    assert fixed["tools"] <= RESERVED_TOOL_NAMES
 
 
 def test_diff_page_defaults_and_bad_input(alice_client, agent_v2):
@@ -493,40 +550,60 @@ def test_tool_create_shows_json_and_schema_errors_in_place(alice_client, project
 # --- MCP servers and model endpoints ---------------------------------------------------------
 
 
-def test_mcp_server_create_and_sync(alice_client, project, monkeypatch):
+def test_mcp_server_create_and_sync(alice_client, project):
     response = alice_client.post(
         reverse("mcp-servers"),
         {"project": "acme", "name": "files", "transport": "stdio", "command": "uvx 'mcp srv'"},
     )
     assert response.status_code == 302
-    server = project.mcp_servers.get(name="files")
-    assert server.command == ["uvx", "mcp srv"]
+    assert project.mcp_servers.get(name="files").command == ["uvx", "mcp srv"]
 
     html = alice_client.post(
         reverse("mcp-servers"), {"project": "acme", "name": "web", "transport": "streamable_http"}
     ).content.decode()
     assert re.search(r'id="id_url_error">A streamable HTTP server needs a URL', html)
 
-    calls = []
+    with RunningMCPServer(build_server()) as running:
+        data = {"project": "acme", "name": "web", "transport": "streamable_http"}
+        response = alice_client.post(reverse("mcp-servers"), data | {"url": running.url})
+        assert response.status_code == 302
+        server = project.mcp_servers.get(name="web")
+        sync_url = reverse("mcp-server-sync", args=[server.pk])
+        partial = alice_client.post(sync_url, {"project": "acme"}, **HTMX).content.decode()
+        assert f'<tr id="mcp-server-{server.pk}">' in partial and "<html" not in partial
+        assert "greet, refuse, shout, slow" in partial  # created
+        assert "<td>6</td>" in partial  # the tool count
+        response = alice_client.post(sync_url, follow=True)
+    assert "Synced web: 0 created, 0 updated, 0 removed, 6 unchanged." in (
+        response.content.decode()
+    )
 
-    def fake_sync(*, server):
-        calls.append(server.pk)
-        return SyncResult(created=["files.read"], unchanged=["files.list"])
 
-    monkeypatch.setattr("agents.connectors.mcp_server_sync", fake_sync)
+def test_sync_of_a_stdio_command_not_allowed_shows_why(alice_client, project, settings):
+    settings.MCP_STDIO_COMMANDS_ALLOWED = ["npx"]
+    server = mcp_server_create(project=project, name="files", transport="stdio", command=["uvx"])
     sync_url = reverse("mcp-server-sync", args=[server.pk])
+    why = "The command &#x27;uvx&#x27; is not allowed for stdio MCP servers"
+
     partial = alice_client.post(sync_url, {"project": "acme"}, **HTMX).content.decode()
-    assert f'<tr id="mcp-server-{server.pk}">' in partial
-    assert "<html" not in partial and "files.read" in partial and "files.list" in partial
-    response = alice_client.post(sync_url, follow=True)
-    assert (
-        "Synced files: 1 created, 0 updated, 0 removed, 1 unchanged." in response.content.decode()
-    )
-    monkeypatch.setattr(
-        "agents.connectors.mcp_server_sync", lambda *, server: SyncResult(error="refused")
-    )
-    assert "Sync failed: refused" in alice_client.post(sync_url, **HTMX).content.decode()
-    assert calls == [server.pk, server.pk]
+    assert f"Sync failed: {why}" in partial
+    page = alice_client.post(sync_url, follow=True).content.decode()
+    assert f"Sync of files failed: {why}" in page
+    assert page.count("MCP_STDIO_COMMANDS_ALLOWED (allowed now: npx)") == 2  # message, row
+    assert AuditEvent.objects.filter(action="mcp_server.sync_refused").count() == 2
+    assert not Tool.objects.exists()
+
+
+def test_an_operator_cannot_add_a_stdio_server(operator_client, project):
+    url = reverse("mcp-servers")
+    data = {"project": "acme", "name": "files", "transport": "stdio", "command": "uvx srv"}
+    html = operator_client.post(url, data).content.decode()
+    assert re.search(r'id="id_transport_error">A stdio server runs a command on the', html)
+    assert "needs the admin role" in html
+    assert not project.mcp_servers.exists()
+    data |= {"transport": "streamable_http", "url": "https://mcp.example.com/mcp"}
+    assert operator_client.post(url, data).status_code == 302
+    assert project.mcp_servers.get().transport == "streamable_http"
 
 
 def test_test_connection_of_a_scripted_endpoint(alice_client, endpoint):
@@ -567,3 +644,53 @@ def test_api_key_is_never_rendered(alice_client, project, tools, mcp_server):
     for page in pages:
         assert SECRET_KEY_VALUE.encode() not in page.content
     assert "stored key" in pages[1].content.decode()
+
+
+# --- Navigation and the project switcher ------------------------------------------------------
+
+
+def nav_state(html: str) -> dict[str, str]:
+    """Section link -> its aria-current value ("" when not marked)."""
+    sidebar = re.search(r'<nav aria-label="Sections">.*?</nav>', html, re.DOTALL).group(0)
+    return dict(re.findall(r'<a href="([^"]+)"(?:\s+aria-current="(\w+)")?', sidebar))
+
+
+def switch_next(html: str) -> str:
+    return re.search(r'<input type="hidden" name="next" value="([^"]*)"', html).group(1)
+
+
+def test_sub_pages_mark_their_section_and_switching_leads_to_its_list(
+    alice_client, agent_v2, tools, endpoint, mcp_server
+):
+    pages = {
+        reverse("agents"): ("/agents/", "page", "/agents/"),
+        reverse("agent-detail", args=["triage"]): ("/agents/", "true", "/agents/"),
+        reverse("agent-edit", args=["triage"]): ("/agents/", "true", "/agents/"),
+        reverse("agent-diff", args=["triage"]): ("/agents/", "true", "/agents/"),
+        reverse("agent-version-activate", args=["triage", 1]): ("/agents/", "true", "/agents/"),
+        reverse("agent-create"): ("/agents/", "true", "/agents/new/"),
+        reverse("model-endpoints"): ("/agents/", "true", "/agents/model-endpoints/"),
+        reverse("tools"): ("/tools/", "page", "/tools/"),
+        reverse("tool-detail", args=["payments.send"]): ("/tools/", "true", "/tools/"),
+        reverse("tool-create"): ("/tools/", "true", "/tools/new/"),
+        reverse("mcp-servers"): ("/tools/", "true", "/tools/mcp-servers/"),
+    }
+    for url, (section, current, next_url) in pages.items():
+        html = alice_client.get(url).content.decode()
+        state = nav_state(html)
+        assert state[section] == current, url
+        assert [href for href, value in state.items() if value] == [section], url
+        assert switch_next(html) == next_url, url
+
+
+def test_switching_project_on_a_detail_page_lands_on_the_section_list(
+    alice_client, agent, admin_user
+):
+    project_create(slug="initech", name="Initech", creator=admin_user)
+    html = alice_client.get(reverse("agent-detail", args=["triage"])).content.decode()
+    response = alice_client.post(
+        reverse("project-switch"), {"project": "initech", "next": switch_next(html)}
+    )
+    assert response["Location"] == reverse("agents")
+    page = alice_client.get(response["Location"])
+    assert page.status_code == 200 and b"Initech" in page.content

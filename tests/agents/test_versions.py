@@ -93,12 +93,12 @@ def test_active_version_at_a_time(agent):
         ({"grants": [{"tool": "echo", "effect": "maybe"}]}, "grants.0.effect", "Input should be"),
         (
             {"grants": [{"tool": "echo", "rules": [{"when": "args.x >", "then": "deny"}]}]},
-            "grants.0.rules",
-            "rules[0].when: CEL syntax error at line 1, column",
+            "grants.0.rules.0.when",
+            "CEL syntax error at line 1, column",
         ),
         (
             {"grants": [{"tool": "echo", "rules": [{"when": "secret.x == 1", "then": "deny"}]}]},
-            "grants.0.rules",
+            "grants.0.rules.0.when",
             "Unknown variable(s) secret",
         ),
         ({"model_endpoint": "missing"}, "model_endpoint", "No model endpoint"),
@@ -114,6 +114,29 @@ def test_bad_config_names_the_field_and_keeps_the_active_version(agent, change, 
     assert any(message in m for m in errors[path]), errors
     agent.refresh_from_db()
     assert agent.active_version.number == 1
+    assert agent.versions.count() == 1
+
+
+def test_every_error_of_a_config_comes_back_at_once_with_its_path(agent):
+    rule = {"when": "args.amount > 100", "then": "deny"}
+    change = {
+        "temperature": 5,
+        "grants": [
+            {"tool": "echo", "rules": [rule, {"when": "args.amount >", "then": "deny"}]},
+            {"tool": "payments.send", "effect": "maybe", "rules": [{**rule, "when": "x.y"}]},
+        ],
+    }
+    with pytest.raises(ValidationError) as info:
+        agent_version_create(agent=agent, changes=change)
+    errors = info.value.message_dict
+    assert set(errors) == {
+        "temperature",
+        "grants.0.rules.1.when",
+        "grants.1.effect",
+        "grants.1.rules.0.when",
+    }
+    assert errors["grants.0.rules.1.when"][0].startswith("CEL syntax error at line 1, column")
+    assert errors["grants.1.rules.0.when"][0].startswith("Unknown variable(s) x")
     assert agent.versions.count() == 1
 
 
