@@ -418,7 +418,11 @@ class TestAlerts:
     def test_the_signal_waits_for_the_commit(self, project, django_capture_on_commit_callbacks):
         budget = make_budget(project, limit="1.00", alert_thresholds=[10])
         received = []
-        budget_alert.connect(lambda **kw: received.append(kw["alert"].threshold), weak=False)
+
+        def receiver(**kwargs):
+            received.append(kwargs["alert"].threshold)
+
+        budget_alert.connect(receiver)
         try:
             budget_reserve(call_id="a", project=project, budgets=[budget], amount_usd=D(0), now=NOW)
             with django_capture_on_commit_callbacks(execute=False) as callbacks:
@@ -427,8 +431,7 @@ class TestAlerts:
             callbacks[0]()
             assert received == [10]
         finally:
-            budget_alert.receivers.clear()
-            budget_alert.sender_receivers_cache.clear()
+            budget_alert.disconnect(receiver)
 
 
 # --- budget writes ----------------------------------------------------------------------------
