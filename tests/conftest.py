@@ -75,4 +75,15 @@ def admin_client_api(admin_user) -> APIClient:
     return client
 
 
+@pytest.fixture
+def browser(live_server, monkeypatch):
+    """Headless Chromium on the live server (``tests.browser.Browser``); skipped without
+    Chromium unless ``REQUIRE_BROWSER=1``. Mark the test ``browser`` and
+    ``django_db(transaction=True)``."""
+    from tests.browser import open_browser
+
+    with open_browser(live_server.url, monkeypatch, viewport={"width": 1280, "height": 900}) as b:
+        yield b
+
+
 __all__ = ["Role"]

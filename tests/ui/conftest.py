@@ -7,9 +7,8 @@ from django.test import Client
 
 from controlplane.models import Role
 from controlplane.services import membership_create, project_create
+from tests.factories import PASSWORD as PASSWORD  # re-exported: tests import it from here
 from tests.factories import UserFactory
-
-PASSWORD = "correct horse battery staple"  # UserFactory's password
 
 
 @pytest.fixture
