@@ -1,0 +1,83 @@
+"""The registry's side of the governed path: a version's proposed tool call decided by the
+policy engine with the version's grants, the tool's schema and the project's policy."""
+
+from __future__ import annotations
+
+import pytest
+
+from agents.governed import decide_for_version
+from agents.services import agent_create, agent_version_create, tool_update
+from governance.models import UsageCounter
+from governance.services import policy_create, policy_version_create
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def agent(project, config, admin_user):
+    return agent_create(project=project, slug="triage", config=config, actor=admin_user)
+
+
+def decide(agent, tool, arguments, **context):
+    return decide_for_version(
+        version=agent.active_version, tool_name=tool, arguments=arguments, **context
+    )
+
+
+@pytest.mark.parametrize(
+    ("tool", "arguments", "effect", "rule"),
+    [
+        ("payments.send", {"to": "a", "amount": 5}, "allow", "grant.effect"),
+        ("payments.send", {"to": "a", "amount": 500}, "require_approval", "grant.rule.1"),
+        ("payments.send", {"amount": 5}, "deny", "schema"),
+        ("echo", {"text": "hi"}, "allow", "grant.effect"),
+        ("no.such.tool", {}, "deny", "grant.missing"),
+    ],
+)
+def test_decisions_follow_the_versions_grants(agent, tool, arguments, effect, rule):
+    decision = decide(agent, tool, arguments)
+    assert (decision.effect, decision.rule) == (effect, rule)
+    assert decision.policy_label == "built-in defaults"
+
+
+def test_a_tool_granted_in_an_older_version_only_is_denied(agent, admin_user):
+    agent_version_create(
+        agent=agent, changes={"grants": [{"tool": "echo"}]}, actor=admin_user, change_note="x"
+    )
+    agent.refresh_from_db()
+    decision = decide(agent, "payments.send", {"to": "a", "amount": 1})
+    assert (decision.effect, decision.rule) == ("deny", "grant.missing")
+
+
+def test_the_projects_policy_caps_and_the_users_role_reach_the_engine(project, agent, admin_user):
+    policy = policy_create(project=project, slug="default", actor=admin_user)
+    version = policy_version_create(
+        policy=policy, document="caps:\n  max_tool_calls_per_run: 1\n", actor=admin_user
+    )
+    run = {"id": "run-9", "trace_id": "t", "tool_calls": 0}
+    first = decide(agent, "echo", {"text": "a"}, run=run, user=admin_user)
+    assert first.allowed and first.policy_version_id == version.pk
+    second = decide(agent, "echo", {"text": "b"}, run=run, user=admin_user)
+    assert (second.effect, second.rule) == ("deny", "caps.max_tool_calls_per_run")
+
+
+def test_a_schema_change_is_seen_at_once(project, agent, tools, admin_user):
+    assert decide(agent, "echo", {"text": 3}).rule == "schema"
+    tool_update(
+        tool=tools["echo"],
+        input_schema={"type": "object", "properties": {"text": {"type": "integer"}}},
+    )
+    assert decide(agent, "echo", {"text": 3}).allowed
+
+
+def test_dry_run_has_no_side_effects(agent):
+    run = {"id": "run-1", "trace_id": "t", "tool_calls": 0}
+    for _ in range(5):
+        assert decide(
+            agent, "payments.send", {"to": "a", "amount": 1}, run=run, dry_run=True
+        ).allowed
+    assert not UsageCounter.objects.exists()
+    for _ in range(3):
+        assert decide(agent, "payments.send", {"to": "a", "amount": 1}, run=run).allowed
+    capped = decide(agent, "payments.send", {"to": "a", "amount": 1}, run=run, dry_run=True)
+    assert (capped.effect, capped.rule) == ("deny", "grant.max_calls_per_run")
