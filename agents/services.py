@@ -196,7 +196,8 @@ def tool_set_removed(*, tool: Tool, removed: bool) -> Tool:
     already in that state is left as it is, and nothing is recorded. Returns the tool.
     Raises ``ValidationError`` (on ``kind``) for a tool that is not an MCP tool.
     """
-    tool = Tool.objects.select_for_update().select_related("mcp_server").get(pk=tool.pk)
+    # Not joined with its server: PostgreSQL cannot lock the nullable side of an outer join.
+    tool = Tool.objects.select_for_update().get(pk=tool.pk)
     if tool.kind != ToolKind.MCP:
         raise ValidationError({"kind": "Only tools synced from an MCP server can be removed."})
     if (tool.removed_at is not None) == removed:
