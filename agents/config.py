@@ -82,7 +82,9 @@ class GrantConfig(_Strict):
 
 class AgentVersionConfig(_Strict):
     """Everything an agent version holds. ``temperature`` is 0-2 or null (provider default);
-    ``max_output_tokens`` bounds each model response (and the budget reservation)."""
+    ``max_output_tokens`` bounds each model response (and the budget reservation).
+    ``policy`` is the slug of a project policy (null: the project's ``default``);
+    ``budget`` the name of an agent-scope budget of the project (null: none)."""
 
     model_endpoint: str = pydantic.Field(min_length=1, max_length=50)
     model_name: str = pydantic.Field(min_length=1, max_length=200)
@@ -92,6 +94,8 @@ class AgentVersionConfig(_Strict):
     max_tool_calls_per_turn: int = pydantic.Field(default=10, ge=0, le=1000)
     delegates: list[str] = []
     grants: list[GrantConfig] = []
+    policy: str | None = pydantic.Field(default=None, min_length=1, max_length=50)
+    budget: str | None = pydantic.Field(default=None, min_length=1, max_length=100)
 
     @pydantic.field_validator("grants")
     @classmethod

@@ -29,6 +29,7 @@ from agents.models import (
 from agents.selectors import agents_for_project, model_endpoints_for_project, tools_for_project
 from controlplane.models import Role
 from governance.conditions import EFFECTS
+from governance.models import Budget, BudgetScope, Policy
 
 RULE_SEPARATOR = "=>"
 _RULE_MESSAGE_RE = re.compile(r"^rules\[(\d+)\]\.(?:when|then):\s*")
@@ -96,6 +97,13 @@ class AgentDraftForm(forms.Form):
         widget=forms.SelectMultiple(attrs={"size": 4}),
         help_text="Other agents this one may hand work to.",
     )
+    policy = forms.ChoiceField(
+        required=False, help_text="Empty: the project's default policy applies."
+    )
+    budget = forms.ChoiceField(
+        required=False,
+        help_text="An agent-scope budget its model calls count against (besides project and user budgets).",
+    )
 
     def __init__(self, *args: Any, project, agent: Agent | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -108,6 +116,12 @@ class AgentDraftForm(forms.Form):
         if agent is not None:
             others = others.exclude(pk=agent.pk)
         self.fields["delegates"].choices = [(a.slug, a.slug) for a in others]
+        policies = Policy.objects.filter(project=project).order_by("slug")
+        self.fields["policy"].choices = [("", "Project default")] + [
+            (p.slug, p.slug) for p in policies
+        ]
+        budgets = Budget.objects.filter(project=project, scope=BudgetScope.AGENT).order_by("name")
+        self.fields["budget"].choices = [("", "None")] + [(b.name, b.name) for b in budgets]
 
     def config_fields(self) -> dict[str, Any]:
         data = self.cleaned_data
@@ -119,6 +133,8 @@ class AgentDraftForm(forms.Form):
             "max_output_tokens": data["max_output_tokens"],
             "max_tool_calls_per_turn": data["max_tool_calls_per_turn"],
             "delegates": list(data["delegates"]),
+            "policy": data["policy"] or None,
+            "budget": data["budget"] or None,
         }
 
 

@@ -400,7 +400,7 @@ class ImmutableModel(models.Model):
 
 class AgentVersion(ImmutableModel):
     """One immutable configuration of an agent: model, instructions, parameters, grants,
-    delegates. ``number`` counts from 1 per agent. Create with
+    delegates, its policy and budget references. ``number`` counts from 1 per agent. Create with
     ``agents.services.agent_version_create``; never edited afterwards."""
 
     agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="versions")
@@ -418,6 +418,22 @@ class AgentVersion(ImmutableModel):
         default=10, validators=[MinValueValidator(0), MaxValueValidator(1000)]
     )
     delegates = models.ManyToManyField(Agent, blank=True, related_name="delegated_by")
+    policy = models.ForeignKey(
+        "governance.Policy",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="The policy for this agent; none: the project's default policy.",
+    )
+    budget = models.ForeignKey(
+        "governance.Budget",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="An agent-scope budget every model call of this agent counts against.",
+    )
     change_note = models.CharField(max_length=500, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"

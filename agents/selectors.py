@@ -16,12 +16,15 @@ from agents.models import (
     Tool,
     ToolGrant,
 )
-from governance.conditions import RuleDecision, evaluate_rules
 
 
 def agents_for_project(project, *, search: str = "") -> QuerySet[Agent]:
     qs = Agent.objects.filter(project=project).select_related(
-        "active_version", "active_version__model_endpoint", "owner"
+        "active_version",
+        "active_version__model_endpoint",
+        "active_version__policy",
+        "active_version__budget",
+        "owner",
     )
     if search:
         qs = qs.filter(Q(slug__icontains=search) | Q(description__icontains=search))
@@ -62,7 +65,7 @@ def versions_with_config(agent: Agent) -> QuerySet[AgentVersion]:
 def versions_for_agent(agent: Agent) -> QuerySet[AgentVersion]:
     return (
         AgentVersion.objects.filter(agent=agent)
-        .select_related("model_endpoint", "created_by")
+        .select_related("model_endpoint", "created_by", "policy", "budget")
         .order_by("-number")
     )
 
@@ -116,6 +119,8 @@ def version_snapshot(version: AgentVersion) -> dict[str, Any]:
         "max_tool_calls_per_turn": version.max_tool_calls_per_turn,
         "delegates": sorted(agent.slug for agent in version.delegates.all()),
         "grants": grants,
+        "policy": version.policy.slug if version.policy_id else None,
+        "budget": version.budget.name if version.budget_id else None,
     }
 
 
@@ -167,24 +172,3 @@ def agent_version_active_at(agent: Agent, at: datetime) -> AgentVersion | None:
 
 def activations_for_agent(agent: Agent) -> QuerySet[AgentActivation]:
     return AgentActivation.objects.filter(agent=agent).select_related("version", "activated_by")
-
-
-def grant_decision(
-    *, version: AgentVersion, tool_name: str, variables: dict[str, Any]
-) -> tuple[ToolGrant | None, RuleDecision]:
-    """Decide a proposed call of ``tool_name`` by ``version`` (steps 2-3 of the governed path).
-
-    No grant for the tool, or a removed tool: deny (default deny). Otherwise the grant's
-    ordered rules decide (``governance.conditions.evaluate_rules``), failing closed.
-    Returns the grant (or None) and the decision.
-    """
-    grant = (
-        ToolGrant.objects.filter(agent_version=version, tool__name=tool_name)
-        .select_related("tool")
-        .first()
-    )
-    if grant is None:
-        return None, RuleDecision("deny", None, f"no grant for tool {tool_name!r} (default deny)")
-    if grant.tool.removed_at is not None:
-        return grant, RuleDecision("deny", None, f"tool {tool_name!r} was removed from its server")
-    return grant, evaluate_rules(grant.rules, default_effect=grant.effect, variables=variables)

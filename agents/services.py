@@ -22,6 +22,7 @@ from agents.models import (
 )
 from agents.selectors import config_diff, version_snapshot
 from controlplane.secrets import encrypt_secret
+from governance.models import Budget, BudgetScope, Policy
 from governance.services import audit_record
 
 ENDPOINT_FIELDS = (
@@ -239,15 +240,29 @@ def _resolve(project, config: AgentVersionConfig, *, agent: Agent | None):
             errors[f"delegates.{index}"] = [f"No agent {slug!r} in this project."]
         elif agent is not None and delegates[slug].pk == agent.pk:
             errors[f"delegates.{index}"] = ["An agent cannot delegate to itself."]
+    policy = budget = None
+    if config.policy is not None:
+        policy = Policy.objects.filter(project=project, slug=config.policy).first()
+        if policy is None:
+            errors["policy"] = [f"No policy {config.policy!r} in this project."]
+    if config.budget is not None:
+        budget = Budget.objects.filter(project=project, name=config.budget).first()
+        if budget is None:
+            errors["budget"] = [f"No budget {config.budget!r} in this project."]
+        elif budget.scope != BudgetScope.AGENT:
+            errors["budget"] = [
+                f"Budget {config.budget!r} has scope {budget.scope}; an agent needs an "
+                "agent-scope budget (project and user budgets apply on their own)."
+            ]
     if errors:
         raise ValidationError(errors)
-    return endpoint, tools, [delegates[s] for s in config.delegates]
+    return endpoint, tools, [delegates[s] for s in config.delegates], policy, budget
 
 
 def _create_version(
     *, agent: Agent, config: AgentVersionConfig, actor, change_note: str
 ) -> AgentVersion:
-    endpoint, tools, delegates = _resolve(agent.project, config, agent=agent)
+    endpoint, tools, delegates, policy, budget = _resolve(agent.project, config, agent=agent)
     number = (AgentVersion.objects.filter(agent=agent).aggregate(n=Max("number"))["n"] or 0) + 1
     version = AgentVersion(
         agent=agent,
@@ -258,6 +273,8 @@ def _create_version(
         temperature=config.temperature,
         max_output_tokens=config.max_output_tokens,
         max_tool_calls_per_turn=config.max_tool_calls_per_turn,
+        policy=policy,
+        budget=budget,
         change_note=change_note,
         created_by=actor if getattr(actor, "is_authenticated", False) else None,
     )

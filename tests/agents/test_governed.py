@@ -81,3 +81,63 @@ def test_dry_run_has_no_side_effects(agent):
         assert decide(agent, "payments.send", {"to": "a", "amount": 1}, run=run).allowed
     capped = decide(agent, "payments.send", {"to": "a", "amount": 1}, run=run, dry_run=True)
     assert (capped.effect, capped.rule) == ("deny", "grant.max_calls_per_run")
+
+
+class TestPolicyAndBudgetReferences:
+    @pytest.fixture
+    def refs(self, project, admin_user):
+        from decimal import Decimal
+
+        from governance.services import budget_create
+
+        strict = policy_create(project=project, slug="strict", actor=admin_user)
+        policy_version_create(
+            policy=strict, document="caps:\n  max_tool_calls_per_run: 1\n", actor=admin_user
+        )
+        daily = budget_create(
+            project=project,
+            name="triage-daily",
+            scope="agent",
+            period="day",
+            limit_usd=Decimal("5"),
+        )
+        monthly = budget_create(
+            project=project,
+            name="project-month",
+            scope="project",
+            period="month",
+            limit_usd=Decimal("50"),
+        )
+        return strict, daily, monthly
+
+    def test_a_version_names_its_policy_and_budget(self, agent, refs, admin_user):
+        from agents.selectors import config_diff, version_snapshot
+
+        strict, daily, _ = refs
+        v2 = agent_version_create(
+            agent=agent, changes={"policy": "strict", "budget": "triage-daily"}, actor=admin_user
+        )
+        assert (v2.policy, v2.budget) == (strict, daily)
+        snapshot = version_snapshot(v2)
+        assert (snapshot["policy"], snapshot["budget"]) == ("strict", "triage-daily")
+        changed = {
+            change["field"]
+            for change in config_diff(version_snapshot(agent.versions.get(number=1)), snapshot)
+        }
+        assert {"policy", "budget"} <= changed
+        run = {"id": "r", "trace_id": "t", "tool_calls": 0}
+        assert decide_for_version(version=v2, tool_name="echo", arguments={}, run=run).allowed
+        second = decide_for_version(version=v2, tool_name="echo", arguments={}, run=run)
+        assert (second.rule, second.policy_label) == ("caps.max_tool_calls_per_run", "strict v1")
+
+    def test_unknown_or_wrong_scope_references_are_errors_by_path(self, agent, refs, admin_user):
+        from django.core.exceptions import ValidationError
+
+        with pytest.raises(ValidationError) as caught:
+            agent_version_create(
+                agent=agent, changes={"policy": "nope", "budget": "project-month"}, actor=admin_user
+            )
+        errors = caught.value.message_dict
+        assert errors["policy"] == ["No policy 'nope' in this project."]
+        assert "agent-scope budget" in errors["budget"][0]
+        assert agent.versions.count() == 1

@@ -169,23 +169,23 @@ def test_versions_are_read_only_in_the_admin(agent, client, django_user_model):
     ],
 )
 def test_grant_decision_is_default_deny_then_ordered_rules(agent, tool, amount, effect):
-    from agents.selectors import grant_decision
+    from agents.governed import decide_for_version
 
-    grant, decision = grant_decision(
-        version=agent.active_version, tool_name=tool, variables={"args": {"amount": amount}}
+    decision = decide_for_version(
+        version=agent.active_version, tool_name=tool, arguments={"to": "x", "amount": amount}
     )
     assert decision.effect == effect
     if tool == "not-granted":
-        assert grant is None and "default deny" in decision.reason
+        assert decision.grant_id is None and "default deny" in decision.messages[0]
 
 
 def test_a_version_without_grants_denies_every_tool(agent):
-    from agents.selectors import grant_decision
+    from agents.governed import decide_for_version
 
     v2 = agent_version_create(agent=agent, changes={"grants": []})
-    _, decision = grant_decision(version=v2, tool_name="echo", variables={"args": {}})
+    decision = decide_for_version(version=v2, tool_name="echo", arguments={})
     assert decision.effect == "deny"
-    _, decision = grant_decision(
-        version=agent.versions.get(number=1), tool_name="echo", variables={}
+    decision = decide_for_version(
+        version=agent.versions.get(number=1), tool_name="echo", arguments={}
     )
     assert decision.effect == "allow"
