@@ -38,6 +38,15 @@ class PriceOverride(pydantic.BaseModel):
 
     input_per_mtok: DecimalText = pydantic.Field(ge=0)
     output_per_mtok: DecimalText = pydantic.Field(ge=0)
+    # Optional, as in governance.pricing.OVERRIDE_KEYS: cached prompt tokens are priced at
+    # the input rate when absent.
+    cache_read_per_mtok: DecimalText | None = pydantic.Field(default=None, ge=0)
+    cache_write_per_mtok: DecimalText | None = pydantic.Field(default=None, ge=0)
+
+    @pydantic.model_serializer(mode="wrap")
+    def _without_unset_rates(self, handler):
+        # Stored, exported and diffed without the optional rates that are not set.
+        return {key: value for key, value in handler(self).items() if value is not None}
 
 
 class _Strict(pydantic.BaseModel):

@@ -495,3 +495,32 @@ class ModelEndpointCreateForm(forms.Form):
 
     def service_fields(self) -> dict[str, Any]:
         return dict(self.cleaned_data)
+
+
+class DryRunForm(forms.Form):
+    """A hypothetical tool call for the agent page's dry run."""
+
+    tool = forms.ChoiceField()
+    arguments = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 4, "spellcheck": "false", "class": "code"}),
+        initial="{}",
+        help_text="JSON, checked against the tool's input schema.",
+    )
+    version = forms.ChoiceField(required=False, help_text="Default: the active version.")
+
+    def __init__(self, *args: Any, project, agent: Agent, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        names = tools_for_project(project).order_by("name").values_list("name", flat=True)
+        self.fields["tool"].choices = [(name, name) for name in names]
+        numbers = agent.versions.order_by("-number").values_list("number", flat=True)
+        self.fields["version"].choices = [("", "Active version")] + [
+            (str(n), f"Version {n}") for n in numbers
+        ]
+
+    def clean_arguments(self) -> Any:
+        try:
+            return json.loads(self.cleaned_data["arguments"])
+        except json.JSONDecodeError as exc:
+            raise ValidationError(
+                f"Not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}."
+            ) from exc

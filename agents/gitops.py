@@ -517,7 +517,7 @@ def _endpoint_fields(spec: ModelEndpointSpec) -> dict[str, Any]:
     data = {name: getattr(spec, name) for name in ENDPOINT_DOC_FIELDS}
     # Stored as JSON: prices as decimal strings.
     data["price_overrides"] = {
-        model_name: prices.model_dump(mode="json")
+        model_name: prices.model_dump(mode="json", exclude_none=True)
         for model_name, prices in spec.price_overrides.items()
     }
     return data

@@ -1,18 +1,16 @@
-"""Model prices in USD per million tokens (endpoint overrides, then genai-prices) and call costs."""
+"""Model prices of an endpoint in USD per million tokens: its overrides, else genai-prices through
+``governance.pricing`` (the one place that reads the bundled price data)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal, localcontext
-from functools import cache
 
 import pydantic
-from genai_prices.data_snapshot import DataSnapshot
-from genai_prices.types import TieredPrices
 
 from agents.config import PriceOverride
 from agents.models import ModelEndpoint, ProviderKind
+from governance.pricing import UnknownModelPrice, model_rates
 
 USD_QUANTUM = Decimal("0.00000001")
 TOKENS_PER_MTOK = Decimal(1_000_000)
@@ -33,21 +31,11 @@ class ModelPrice:
     source: str
 
 
-@cache
-def _bundled_snapshot() -> DataSnapshot:
-    # Only the price data shipped inside the installed package: genai-prices fetches newer
-    # data solely through its opt-in UpdatePrices thread, which is never started here, and
-    # building our own snapshot keeps prices reproducible even if someone starts it.
-    # Imported on first use: the bundled data module takes ~0.3 s to load.
-    from genai_prices.data import providers
-
-    return DataSnapshot(providers=providers, from_auto_update=False)
-
-
-def _base_price(value) -> Decimal | None:
-    if value is None:
-        return None
-    return value.base if isinstance(value, TieredPrices) else Decimal(value)
+def endpoint_provider(endpoint: ModelEndpoint) -> str | None:
+    """The genai-prices provider id of ``endpoint``: its ``genai_prices_provider``, or the
+    kind for ``openai`` / ``anthropic`` endpoints; ``None`` (not priced by genai-prices)
+    for other kinds without one."""
+    return endpoint.genai_prices_provider or _PROVIDER_FOR_KIND.get(endpoint.kind)
 
 
 def model_price(*, endpoint: ModelEndpoint, model_name: str) -> ModelPrice | None:
@@ -84,23 +72,16 @@ def model_price(*, endpoint: ModelEndpoint, model_name: str) -> ModelPrice | Non
             output_usd_per_mtok=prices.output_per_mtok,
             source="override",
         )
-    provider_id = endpoint.genai_prices_provider or _PROVIDER_FOR_KIND.get(endpoint.kind)
+    provider_id = endpoint_provider(endpoint)
     if not provider_id or not model_name:
         return None
     try:
-        _provider, model = _bundled_snapshot().find_provider_model(
-            model_name, None, provider_id, None
-        )
-    except LookupError:
-        return None
-    prices = model.get_prices(datetime.now(tz=UTC))
-    input_price = _base_price(getattr(prices, "input_mtok", None))
-    output_price = _base_price(getattr(prices, "output_mtok", None))
-    if input_price is None and output_price is None:
+        rates = model_rates(provider_id, model_name)
+    except UnknownModelPrice:
         return None
     return ModelPrice(
-        input_usd_per_mtok=input_price or Decimal(0),
-        output_usd_per_mtok=output_price or Decimal(0),
+        input_usd_per_mtok=rates.input_usd_per_mtok,
+        output_usd_per_mtok=rates.output_usd_per_mtok,
         source="genai-prices",
     )
 

@@ -20,6 +20,7 @@ urlpatterns = [
     path("agents/<slug:slug>/", views.agent_detail, name="agent-detail"),
     path("agents/<slug:slug>/edit/", views.agent_edit, name="agent-edit"),
     path("agents/<slug:slug>/diff/", views.agent_diff, name="agent-diff"),
+    path("agents/<slug:slug>/dry-run/", views.agent_dry_run, name="agent-dry-run"),
     path(
         "agents/<slug:slug>/versions/<int:number>/activate/",
         views.agent_version_activate,

@@ -25,11 +25,13 @@ from agents.forms import (
     AgentDraft,
     AgentFilterForm,
     AgentVersionForm,
+    DryRunForm,
     MCPServerCreateForm,
     ModelEndpointCreateForm,
     ToolCreateForm,
     VersionDiffForm,
 )
+from agents.governed import decide_for_version
 from agents.models import Agent, ToolKind, mcp_server_write_role
 from agents.selectors import (
     activations_for_agent,
@@ -251,6 +253,7 @@ def _detail_context(project: Project, role: Role, agent: Agent, **extra: Any) ->
         "snapshot": snapshot,
         "version_rows": rows,
         "diff_form": _diff_form(agent, [row["version"].number for row in rows]),
+        "dry_run_form": DryRunForm(project=project, agent=agent),
         **extra,
     }
 
@@ -597,3 +600,38 @@ def model_endpoint_test(
     else:
         messages.error(request, f"{endpoint.name}: connection failed. {outcome['detail']}")
     return redirect("model-endpoints")
+
+
+# --- Dry run ----------------------------------------------------------------------------------
+
+
+@project_page
+@require_POST
+def agent_dry_run(request: HttpRequest, slug: str, *, project: Project, role: Role) -> HttpResponse:
+    """Decide a hypothetical tool call of the agent with no side effects (any role: it
+    changes nothing). Renders the decision, or the form's errors in place."""
+    agent = _agent_or_404(project, slug)
+    form = DryRunForm(request.POST, project=project, agent=agent)
+    decision = version = None
+    if form.is_valid():
+        number = form.cleaned_data["version"]
+        version = agent.versions.get(number=int(number)) if number else agent.active_version
+        if version is not None:
+            decision = decide_for_version(
+                version=version,
+                tool_name=form.cleaned_data["tool"],
+                arguments=form.cleaned_data["arguments"],
+                user=request.user,
+                dry_run=True,
+            )
+    context = {
+        "project": project,
+        "agent": agent,
+        "dry_run_form": form,
+        "decision": decision,
+        "version": version,
+    }
+    status = 200 if decision is not None or not form.errors else 400
+    if is_partial_request(request):
+        return render(request, "agents/partials/dry_run.html", context, status=status)
+    return render(request, "agents/agent_dry_run.html", context, status=status)

@@ -285,3 +285,32 @@ class AgentActiveAtSerializer(serializers.Serializer):
     version = AgentVersionSerializer(
         allow_null=True, help_text="The version active at that time; null before the first."
     )
+
+
+class DryRunSerializer(serializers.Serializer):
+    """A hypothetical tool call of an agent version, decided with no side effects."""
+
+    tool = serializers.CharField(max_length=64, help_text="The tool's name in the project.")
+    arguments = serializers.JSONField(help_text="The call's arguments (checked by the schema).")
+    version = serializers.IntegerField(
+        required=False, min_value=1, help_text="A version number; default: the active one."
+    )
+    run_id = serializers.CharField(
+        required=False,
+        max_length=100,
+        help_text="Count per-run caps against this run's calls so far (read, not changed).",
+    )
+
+
+class DecisionSerializer(serializers.Serializer):
+    """The policy engine's decision (``governance.engine.Decision``)."""
+
+    effect = serializers.ChoiceField(choices=["allow", "deny", "require_approval"])
+    rule = serializers.CharField(help_text="What decided, e.g. grant.rule.2, grant.missing.")
+    policy_version_id = serializers.IntegerField(allow_null=True)
+    policy = serializers.CharField(help_text="The policy in force, e.g. 'default v3'.")
+    messages = serializers.ListField(child=serializers.CharField())
+    grant_id = serializers.IntegerField(allow_null=True)
+    approver_role = serializers.CharField(allow_null=True)
+    approval_quorum = serializers.IntegerField(allow_null=True)
+    version = serializers.IntegerField(help_text="The agent version decided for.")

@@ -31,6 +31,8 @@ from agents.api.serializers import (
     AgentVersionCreateSerializer,
     AgentVersionSerializer,
     ConnectionTestResultSerializer,
+    DecisionSerializer,
+    DryRunSerializer,
     MCPServerSerializer,
     ModelEndpointSerializer,
     SyncResultSerializer,
@@ -43,6 +45,7 @@ from agents.filters import (
     ModelEndpointFilter,
     ToolFilter,
 )
+from agents.governed import decide_for_version
 from agents.models import (
     Agent,
     AgentVersion,
@@ -52,6 +55,7 @@ from agents.models import (
     mcp_server_write_role,
 )
 from controlplane.api.base import ProjectScopedViewSet, request_token
+from controlplane.models import Role, TokenScope
 from controlplane.permissions import check_project_access
 
 
@@ -272,6 +276,9 @@ class AgentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScop
     serializer_class = AgentSerializer
     lookup_field = "slug"
     lookup_url_kwarg = "agent"  # as in the nested agents/{agent}/versions/ routes
+    # A dry run changes nothing: viewers may ask, with a read-only token.
+    action_roles = {"dry_run": Role.VIEWER}
+    action_scopes = {"dry_run": TokenScope.READ}
     filterset_class = AgentFilter
     ordering_fields = ["slug", "created_at", "updated_at"]
     ordering = ["slug"]
@@ -281,6 +288,37 @@ class AgentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScop
         if getattr(self, "swagger_fake_view", False):
             return Agent.objects.none()
         return selectors.agents_with_config(self.project)
+
+    @extend_schema(request=DryRunSerializer, responses=DecisionSerializer)
+    @action(detail=True, methods=["post"], url_path="dry-run", url_name="dry-run")
+    def dry_run(self, request, *args, **kwargs):
+        """Decide a hypothetical tool call of the agent (its active version, or
+        ``version``) exactly as a real call would be decided: schema, grant, CEL rules,
+        breaker, caps and rate limits; counters are read, not changed, nothing is
+        audited. Needs viewer and the ``read`` scope."""
+        agent = self.get_object()
+        serializer = DryRunSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        version = agent.active_version
+        if "version" in data:
+            version = selectors.versions_for_agent(agent).filter(number=data["version"]).first()
+            if version is None:
+                raise ValidationError(
+                    {"version": [f"{agent.slug} has no version {data['version']}."]}
+                )
+        if version is None:
+            raise ValidationError({"version": [f"{agent.slug} has no active version."]})
+        run = {"id": data["run_id"], "trace_id": "", "tool_calls": 0} if "run_id" in data else None
+        decision = decide_for_version(
+            version=version,
+            tool_name=data["tool"],
+            arguments=data["arguments"],
+            run=run,
+            user=request.user,
+            dry_run=True,
+        )
+        return Response({**decision.as_data(), "version": version.number})
 
     @extend_schema(request=AgentCreateSerializer, responses={201: AgentSerializer})
     def create(self, request, *args, **kwargs):

@@ -141,3 +141,112 @@ class TestPolicyAndBudgetReferences:
         assert errors["policy"] == ["No policy 'nope' in this project."]
         assert "agent-scope budget" in errors["budget"][0]
         assert agent.versions.count() == 1
+
+
+class TestDryRun:
+    API = "/api/v1/projects/acme/agents/triage/dry-run/"
+
+    def test_rbac_any_member_may_ask_and_nothing_is_counted_or_audited(self, project, agent):
+        from controlplane.models import Role
+        from tests.rbac import check_rbac
+
+        check_rbac(
+            method="post",
+            url=self.API,
+            data={"tool": "payments.send", "arguments": {"to": "a", "amount": 5}, "run_id": "r1"},
+            project=project,
+            min_role=Role.VIEWER,
+        )
+        assert not UsageCounter.objects.exists()
+
+    def test_decisions_over_rest(self, project, agent, admin_user):
+        from controlplane.models import Role
+        from tests.rbac import member_client
+
+        client, _ = member_client(project, Role.VIEWER)
+        body = client.post(
+            self.API,
+            {"tool": "payments.send", "arguments": {"to": "a", "amount": 500}},
+            format="json",
+        ).json()
+        assert body["effect"] == "require_approval" and body["rule"] == "grant.rule.1"
+        assert (body["version"], body["policy"], body["approval_quorum"]) == (
+            1,
+            "built-in defaults",
+            1,
+        )
+        agent_version_create(agent=agent, changes={"grants": []}, actor=admin_user)
+        now = client.post(self.API, {"tool": "echo", "arguments": {}}, format="json").json()
+        assert (now["effect"], now["rule"], now["version"]) == ("deny", "grant.missing", 2)
+        then = client.post(self.API, {"tool": "echo", "arguments": {}, "version": 1}, format="json")
+        assert then.json()["effect"] == "allow"
+        missing = client.post(
+            self.API, {"tool": "echo", "arguments": {}, "version": 9}, format="json"
+        )
+        assert missing.status_code == 400 and "version" in missing.json()
+        bad = client.post(self.API, {"arguments": {}}, format="json")
+        assert bad.status_code == 400 and "tool" in bad.json()
+
+    def test_read_only_token_may_dry_run(self, project, agent, admin_user):
+        from rest_framework.test import APIClient
+
+        from controlplane.services import api_token_create
+
+        _, raw = api_token_create(project=project, user=admin_user, name="ro", scopes=["read"])
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
+        response = client.post(self.API, {"tool": "echo", "arguments": {}}, format="json")
+        assert response.status_code == 200 and response.json()["effect"] == "allow"
+
+    def test_agent_page_dry_run(self, project, agent):
+        from controlplane.models import Role
+        from tests.rbac import member_client
+
+        client, _ = member_client(project, Role.VIEWER, api=False)
+        page = client.get("/agents/triage/").content.decode()
+        assert 'id="dry-run-box"' in page
+        result = client.post(
+            "/agents/triage/dry-run/",
+            {"tool": "payments.send", "arguments": '{"to": "a", "amount": 50000}'},
+            HTTP_HX_REQUEST="true",
+        )
+        html = result.content.decode()
+        assert result.status_code == 200 and 'data-effect="require_approval"' in html
+        assert "<html" not in html
+        bad = client.post("/agents/triage/dry-run/", {"tool": "echo", "arguments": "{oops"})
+        assert bad.status_code == 400
+        assert "Not valid JSON" in bad.content.decode()
+
+
+def test_price_overrides_take_the_optional_cache_rates_governance_prices_with(project):
+    from decimal import Decimal
+
+    from django.core.exceptions import ValidationError
+
+    from agents.pricing import endpoint_provider
+    from agents.services import model_endpoint_create
+    from governance.pricing import price_usage
+
+    rates = {"input_per_mtok": "1", "output_per_mtok": "2", "cache_read_per_mtok": "0.1"}
+    endpoint = model_endpoint_create(
+        project=project,
+        name="local",
+        kind="openai_compatible",
+        base_url="http://127.0.0.1:9/v1",
+        price_overrides={"llama": rates},
+    )
+    assert endpoint_provider(endpoint) is None  # priced only by its override
+    priced = price_usage(
+        endpoint_provider(endpoint),
+        "llama",
+        input_tokens=1_000_000,
+        output_tokens=0,
+        cache_read_tokens=500_000,
+        override=endpoint.price_overrides["llama"],
+    )
+    assert priced.cost_usd == Decimal("0.55") and priced.source == "override"
+    with pytest.raises(ValidationError) as caught:
+        model_endpoint_create(
+            project=project, name="odd", kind="openai", price_overrides={"m": {**rates, "x": 1}}
+        )
+    assert "x" in str(caught.value)
