@@ -11,6 +11,7 @@ from django.db import models
 from django.utils import timezone
 
 from agents.config import PriceOverride
+from controlplane.immutable import ImmutableError, ImmutableModel
 from controlplane.models import Role, slug_validator
 from controlplane.secrets import ENV_VAR_NAME_RE
 from governance.conditions import EFFECTS, ConditionError, compile_condition
@@ -41,8 +42,8 @@ def _check_env_var(value: str, field: str) -> None:
         raise ValidationError({field: "Use an environment variable name such as OPENAI_API_KEY."})
 
 
-class VersionImmutableError(Exception):
-    """Raised when code tries to change or delete an agent version or its grants."""
+# Raised when code tries to change or delete an agent version or its grants.
+VersionImmutableError = ImmutableError
 
 
 class UniqueFieldErrorsMixin:
@@ -370,32 +371,6 @@ class Agent(UniqueFieldErrorsMixin, models.Model):
 
     def clean(self) -> None:
         _check_reserved(self, "slug", RESERVED_AGENT_SLUGS)
-
-
-class ImmutableQuerySet(models.QuerySet):
-    def update(self, **kwargs):
-        raise VersionImmutableError("agent versions and their grants cannot be changed")
-
-    def delete(self):
-        raise VersionImmutableError("agent versions and their grants cannot be deleted")
-
-
-class ImmutableModel(models.Model):
-    """Written once by a service; refuses later saves and deletes."""
-
-    objects = ImmutableQuerySet.as_manager()
-
-    class Meta:
-        abstract = True
-
-    def save(self, *args, **kwargs):
-        if not self._state.adding:
-            raise VersionImmutableError(f"{self._meta.verbose_name} cannot be changed")
-        kwargs["force_insert"] = True
-        super().save(*args, **kwargs)
-
-    def delete(self, *args, **kwargs):
-        raise VersionImmutableError(f"{self._meta.verbose_name} cannot be deleted")
 
 
 class AgentVersion(ImmutableModel):

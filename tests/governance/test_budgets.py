@@ -10,7 +10,6 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from django.core.exceptions import ValidationError
-from django.db import connections
 
 from controlplane.models import Role
 from controlplane.services import membership_create, project_create, project_update
@@ -39,6 +38,7 @@ from governance.services import (
     budget_update,
 )
 from governance.signals import budget_alert
+from tests.concurrency import run_concurrently
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -514,34 +514,6 @@ class TestBudgetWrites:
 # --- concurrency (PostgreSQL) -----------------------------------------------------------------
 
 
-def _run_concurrently(n: int, fn) -> list:
-    """Run ``fn(i)`` in ``n`` threads released together; each has its own DB connection."""
-    results: list = []
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(n)
-    lock = threading.Lock()
-
-    def worker(i: int) -> None:
-        try:
-            barrier.wait()
-            value = fn(i)
-            with lock:
-                results.append(value)
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=300)
-    assert not any(t.is_alive() for t in threads), "a worker hung"
-    assert not errors, errors
-    return results
-
-
 def _reserve_and_settle(project, budgets, i: int, *, worst: Decimal, actual: Decimal) -> bool:
     try:
         budget_reserve(call_id=f"call-{i}", project=project, budgets=budgets, amount_usd=worst)
@@ -560,7 +532,7 @@ class TestConcurrency:
         """50 callers x $0.05 worst case, each settling $0.05, against $1.00: exactly 20 win."""
         budget = make_budget(project, "hard", limit="1.00", period="day")
         roomy = make_budget(project, "roomy", limit="1000", period="month")
-        outcomes = _run_concurrently(
+        outcomes = run_concurrently(
             self.callers,
             lambda i: _reserve_and_settle(
                 project, [budget, roomy], i, worst=D("0.05"), actual=D("0.05")
@@ -578,14 +550,14 @@ class TestConcurrency:
         """All 50 reserve at once while nobody settles: exactly 20 holds fit; they then
         settle below the worst case and the budget ends at the real total."""
         budget = make_budget(project, "hard", limit="1.00")
-        reserved = _run_concurrently(
+        reserved = run_concurrently(
             self.callers,
             lambda i: _try_reserve(project, [budget], i, D("0.05")),
         )
         winners = [i for i in reserved if i is not None]
         assert len(winners) == 20
         assert budget_usage(budget).reserved_usd == D("1.00")
-        _run_concurrently(
+        run_concurrently(
             len(winners),
             lambda i: budget_settle(call_id=f"call-{winners[i]}", actual_usd=D("0.03")),
         )
@@ -605,7 +577,7 @@ class TestConcurrency:
 
         budget_alert.connect(receiver)
         try:
-            outcomes = _run_concurrently(
+            outcomes = run_concurrently(
                 self.callers,
                 lambda i: _reserve_and_settle(
                     project, [budget], i, worst=D("0.05"), actual=D("0.05")
@@ -629,7 +601,7 @@ class TestConcurrency:
             budget_settle(call_id="retried", actual_usd=D("0.30"))
             return reservation.pk
 
-        pks = _run_concurrently(20, same_call)
+        pks = run_concurrently(20, same_call)
         assert len(set(pks)) == 1
         usage_now = budget_usage(budget)
         assert (usage_now.spent_usd, usage_now.reserved_usd) == (D("0.30"), D(0))

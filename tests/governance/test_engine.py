@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.db import connections
 
 from governance import engine
 from governance.engine import (
@@ -21,6 +19,7 @@ from governance.engine import (
 )
 from governance.models import AuditEvent, BreakerState, CircuitBreaker, UsageCounter
 from governance.policy import PolicyDocument
+from tests.concurrency import run_concurrently
 
 pytestmark = pytest.mark.django_db
 
@@ -357,32 +356,6 @@ class TestCircuitBreaker:
         assert self.decide(at=after + timedelta(seconds=31)).allowed
 
 
-def _run_concurrently(n: int, fn) -> list:
-    results: list = []
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(n)
-    lock = threading.Lock()
-
-    def worker(i: int) -> None:
-        try:
-            barrier.wait()
-            value = fn(i)
-            with lock:
-                results.append(value)
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    assert not errors, errors
-    return results
-
-
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_rate_limit_and_run_caps_hold_with_20_concurrent_workers():
@@ -398,7 +371,7 @@ def test_rate_limit_and_run_caps_hold_with_20_concurrent_workers():
             for _ in range(5)
         ]
 
-    rules = [rule for batch in _run_concurrently(20, calls) for rule in batch]
+    rules = [rule for batch in run_concurrently(20, calls) for rule in batch]
     assert rules.count("grant.effect") == 30  # the rate limit is the binding constraint
     assert rules.count("grant.rate_limit") == 70
     assert counter_value("run:A:tool_calls") + counter_value("run:B:tool_calls") == 30
@@ -410,7 +383,7 @@ def test_rate_limit_and_run_caps_hold_with_20_concurrent_workers():
             decide_tool_call(request({"amount": 1}, grant=g2, run_id="C")).rule for _ in range(3)
         ]
 
-    rules = [rule for batch in _run_concurrently(20, capped) for rule in batch]
+    rules = [rule for batch in run_concurrently(20, capped) for rule in batch]
     assert rules.count("grant.effect") == 7
     assert rules.count("grant.max_calls_per_run") == 53
     assert counter_value("run:C:tool:7") == 7
