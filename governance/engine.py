@@ -205,18 +205,31 @@ def _counter_table() -> str:
 
 def counter_increment(key: str, *, window_start: int = 0, expires_at: datetime | None) -> int:
     """Add one to the counter ``(key, window_start)`` and return the new count, in one
-    atomic statement (PostgreSQL and SQLite >= 3.35 both support
-    ``INSERT ... ON CONFLICT DO UPDATE ... RETURNING``)."""
+    atomic statement (see ``counters_increment``)."""
+    return counters_increment([(key, window_start, expires_at)])[(key, window_start)]
+
+
+def counters_increment(
+    counters: list[tuple[str, int, datetime | None]],
+) -> dict[tuple[str, int], int]:
+    """Add one to each counter ``(key, window_start, expires_at)`` and return the new
+    counts by ``(key, window_start)``: ONE atomic ``INSERT ... ON CONFLICT DO UPDATE ...
+    RETURNING`` statement (PostgreSQL and SQLite >= 3.35), one round trip whatever the
+    number of counters. Rows are written in (key, window) order, so concurrent callers
+    lock them in the same order and never deadlock."""
+    ordered = sorted(counters, key=lambda c: (c[0], c[1]))
     table = _counter_table()
     count = connection.ops.quote_name("count")
+    values = ", ".join(["(%s, %s, 1, %s)"] * len(ordered))
+    params = [value for counter in ordered for value in counter]
     with connection.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {table} (key, window_start, {count}, expires_at) "  # noqa: S608 - names are ours
-            f"VALUES (%s, %s, 1, %s) ON CONFLICT (key, window_start) "
-            f"DO UPDATE SET {count} = {table}.{count} + 1 RETURNING {count}",
-            [key, window_start, expires_at],
+            f"VALUES {values} ON CONFLICT (key, window_start) "
+            f"DO UPDATE SET {count} = {table}.{count} + 1 RETURNING key, window_start, {count}",
+            params,
         )
-        return int(cursor.fetchone()[0])
+        return {(row[0], int(row[1])): int(row[2]) for row in cursor.fetchall()}
 
 
 def counter_decrement(key: str, *, window_start: int = 0) -> None:
@@ -542,19 +555,20 @@ def _decide(request: ToolCallRequest, *, dry_run: bool) -> Decision:
     if blocked:
         return decision(DENY, "breaker.open", blocked, grant=grant)
 
-    taken: list[_Counter] = []
-    for counter in _counters(request, now):
-        if dry_run:
-            over = counter_value(counter.key, window_start=counter.window_start) >= counter.limit
-        else:
-            count = counter_increment(
-                counter.key, window_start=counter.window_start, expires_at=counter.expires_at
-            )
-            taken.append(counter)
-            over = count > counter.limit
-        if over:
-            for done in taken:
-                counter_decrement(done.key, window_start=done.window_start)
+    counters = _counters(request, now)
+    if not counters:
+        return decision(outcome.effect, rule, outcome.reason, grant=grant)
+    if dry_run:
+        for counter in counters:
+            if counter_value(counter.key, window_start=counter.window_start) >= counter.limit:
+                return decision(DENY, counter.rule, counter.message, grant=grant)
+        return decision(outcome.effect, rule, outcome.reason, grant=grant)
+    counts = counters_increment([(c.key, c.window_start, c.expires_at) for c in counters])
+    for counter in counters:
+        if counts[(counter.key, counter.window_start)] > counter.limit:
+            # Denied: give back every unit this call took, so it counts nowhere.
+            for taken in counters:
+                counter_decrement(taken.key, window_start=taken.window_start)
             return decision(DENY, counter.rule, counter.message, grant=grant)
     return decision(outcome.effect, rule, outcome.reason, grant=grant)
 
