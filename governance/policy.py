@@ -201,6 +201,24 @@ def _specific(error: jsonschema.ValidationError) -> list[jsonschema.ValidationEr
     return [best_match(error.context)] if branches else [error]
 
 
+def _disabled_entity_issues(pii: dict[str, Any]) -> list[PolicyIssue]:
+    """Rules for an entity type whose recognizer this deployment turned off would never
+    match: name them instead of letting the rule silently do nothing."""
+    from django.conf import settings
+
+    if getattr(settings, "PII_ENABLE_UK_NHS", False):
+        return []
+    return [
+        PolicyIssue(
+            f"pii.{direction}.UK_NHS",
+            "The UK_NHS recognizer is off in this deployment (setting PII_ENABLE_UK_NHS); "
+            "enable it or remove this rule.",
+        )
+        for direction, rules in sorted(pii.items())
+        if isinstance(rules, dict) and "UK_NHS" in rules
+    ]
+
+
 def parse_policy_data(data: Any) -> ParsedPolicy:
     """Validate already-parsed policy data (see ``parse_policy_text``)."""
     if not isinstance(data, dict):
@@ -213,6 +231,9 @@ def parse_policy_data(data: Any) -> ParsedPolicy:
         raise PolicyDocumentError(
             [PolicyIssue(_path(error.absolute_path), error.message) for error in errors]
         )
+    disabled = _disabled_entity_issues(data.get("pii") or {})
+    if disabled:
+        raise PolicyDocumentError(disabled)
     document = PolicyDocument.model_validate(data)
     return ParsedPolicy(spec=document.model_dump(mode="json", exclude_none=True), document=document)
 

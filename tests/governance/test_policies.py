@@ -91,6 +91,13 @@ class TestDocument:
         assert any(path.startswith("pii.model_input.US_SSN") for path in found), found
         assert any("sideways" in path or "sideways" in msg for path, msg in found.items()), found
 
+    def test_a_rule_for_a_recognizer_turned_off_is_an_error(self, settings):
+        text = "pii:\n  model_input:\n    UK_NHS: {action: block}\n"
+        settings.PII_ENABLE_UK_NHS = False
+        assert "PII_ENABLE_UK_NHS" in issues(text)["pii.model_input.UK_NHS"]
+        settings.PII_ENABLE_UK_NHS = True
+        assert parse_policy_text(text).document.pii.rules_for("model_input")["UK_NHS"]
+
     def test_pii_rules_lay_over_the_secret_defaults(self):
         document = parse_policy_text(
             "pii:\n  model_input:\n    US_SSN: {action: block}\n"
