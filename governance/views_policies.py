@@ -143,7 +143,9 @@ def policy_detail(request: HttpRequest, slug: str, *, project: Project, role: Ro
 
 @project_page
 @require_POST
-def policy_validate(request: HttpRequest, slug: str, *, project: Project, role: Role) -> HttpResponse:
+def policy_validate(
+    request: HttpRequest, slug: str, *, project: Project, role: Role
+) -> HttpResponse:
     """htmx: validate the editor's text as it is typed; renders the error list (no save)."""
     _policy_or_404(project, slug)
     errors: list[dict[str, str]] = []
@@ -159,7 +161,9 @@ def policy_validate(request: HttpRequest, slug: str, *, project: Project, role: 
 
 
 @project_page
-def policy_diff_page(request: HttpRequest, slug: str, *, project: Project, role: Role) -> HttpResponse:
+def policy_diff_page(
+    request: HttpRequest, slug: str, *, project: Project, role: Role
+) -> HttpResponse:
     """Side by side: the unified diff of two versions' YAML and each changed setting."""
     policy = _policy_or_404(project, slug)
     numbers = {}

@@ -6,15 +6,19 @@ import controlplane.models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('controlplane', '0001_initial'),
+        ("controlplane", "0001_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='project',
-            name='time_zone',
-            field=models.CharField(default='UTC', help_text='IANA time zone name; budget days and months start at midnight there.', max_length=64, validators=[controlplane.models.validate_time_zone]),
+            model_name="project",
+            name="time_zone",
+            field=models.CharField(
+                default="UTC",
+                help_text="IANA time zone name; budget days and months start at midnight there.",
+                max_length=64,
+                validators=[controlplane.models.validate_time_zone],
+            ),
         ),
     ]

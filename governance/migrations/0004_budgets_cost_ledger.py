@@ -12,183 +12,422 @@ import governance.models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('agents', '0001_initial'),
-        ('controlplane', '0002_project_time_zone'),
-        ('governance', '0003_policies'),
+        ("agents", "0001_initial"),
+        ("controlplane", "0002_project_time_zone"),
+        ("governance", "0003_policies"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Budget',
+            name="Budget",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(help_text='Unique in the project; 1-50 lowercase letters, digits and inner hyphens.', max_length=50, validators=[django.core.validators.RegexValidator('^[a-z0-9](?:[a-z0-9-]{0,48}[a-z0-9])?$', 'Use 1-50 lowercase letters, digits and inner hyphens.')])),
-                ('description', models.CharField(blank=True, max_length=500)),
-                ('scope', models.CharField(choices=[('project', 'Project'), ('agent', 'Agent'), ('user', 'User')], max_length=16)),
-                ('period', models.CharField(choices=[('day', 'Day'), ('month', 'Month'), ('total', 'Total')], max_length=16)),
-                ('limit_usd', models.DecimalField(decimal_places=8, max_digits=20)),
-                ('hard', models.BooleanField(default=True, help_text='Hard: deny calls that would exceed the limit. Soft: allow, alert.')),
-                ('alert_thresholds', models.JSONField(blank=True, default=governance.models.default_alert_thresholds, help_text='Percentages of the limit that alert once per period, e.g. [50, 80, 100].')),
-                ('active', models.BooleanField(default=True)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now, editable=False)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='budgets', to='controlplane.project')),
-                ('user', models.ForeignKey(blank=True, help_text='The user whose calls count (user scope only).', null=True, on_delete=django.db.models.deletion.CASCADE, related_name='budgets', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "name",
+                    models.CharField(
+                        help_text="Unique in the project; 1-50 lowercase letters, digits and inner hyphens.",
+                        max_length=50,
+                        validators=[
+                            django.core.validators.RegexValidator(
+                                "^[a-z0-9](?:[a-z0-9-]{0,48}[a-z0-9])?$",
+                                "Use 1-50 lowercase letters, digits and inner hyphens.",
+                            )
+                        ],
+                    ),
+                ),
+                ("description", models.CharField(blank=True, max_length=500)),
+                (
+                    "scope",
+                    models.CharField(
+                        choices=[("project", "Project"), ("agent", "Agent"), ("user", "User")],
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "period",
+                    models.CharField(
+                        choices=[("day", "Day"), ("month", "Month"), ("total", "Total")],
+                        max_length=16,
+                    ),
+                ),
+                ("limit_usd", models.DecimalField(decimal_places=8, max_digits=20)),
+                (
+                    "hard",
+                    models.BooleanField(
+                        default=True,
+                        help_text="Hard: deny calls that would exceed the limit. Soft: allow, alert.",
+                    ),
+                ),
+                (
+                    "alert_thresholds",
+                    models.JSONField(
+                        blank=True,
+                        default=governance.models.default_alert_thresholds,
+                        help_text="Percentages of the limit that alert once per period, e.g. [50, 80, 100].",
+                    ),
+                ),
+                ("active", models.BooleanField(default=True)),
+                (
+                    "created_at",
+                    models.DateTimeField(default=django.utils.timezone.now, editable=False),
+                ),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="budgets",
+                        to="controlplane.project",
+                    ),
+                ),
+                (
+                    "user",
+                    models.ForeignKey(
+                        blank=True,
+                        help_text="The user whose calls count (user scope only).",
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="budgets",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['project', 'name'],
+                "ordering": ["project", "name"],
             },
         ),
         migrations.CreateModel(
-            name='BudgetAlert',
+            name="BudgetAlert",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('period_start', models.DateField()),
-                ('threshold', models.PositiveSmallIntegerField()),
-                ('spent_usd', models.DecimalField(decimal_places=8, max_digits=20)),
-                ('limit_usd', models.DecimalField(decimal_places=8, max_digits=20)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('budget', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='alerts', to='governance.budget')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("period_start", models.DateField()),
+                ("threshold", models.PositiveSmallIntegerField()),
+                ("spent_usd", models.DecimalField(decimal_places=8, max_digits=20)),
+                ("limit_usd", models.DecimalField(decimal_places=8, max_digits=20)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "budget",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="alerts",
+                        to="governance.budget",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
+                "ordering": ["-created_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='BudgetPeriod',
+            name="BudgetPeriod",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('period_start', models.DateField()),
-                ('spent_usd', models.DecimalField(decimal_places=8, default=Decimal('0'), max_digits=20)),
-                ('reserved_usd', models.DecimalField(decimal_places=8, default=Decimal('0'), max_digits=20)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('budget', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='periods', to='governance.budget')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("period_start", models.DateField()),
+                (
+                    "spent_usd",
+                    models.DecimalField(decimal_places=8, default=Decimal("0"), max_digits=20),
+                ),
+                (
+                    "reserved_usd",
+                    models.DecimalField(decimal_places=8, default=Decimal("0"), max_digits=20),
+                ),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "budget",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="periods",
+                        to="governance.budget",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['budget', '-period_start'],
+                "ordering": ["budget", "-period_start"],
             },
         ),
         migrations.CreateModel(
-            name='BudgetReservation',
+            name="BudgetReservation",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('call_id', models.CharField(max_length=200, unique=True)),
-                ('amount_usd', models.DecimalField(decimal_places=8, max_digits=20)),
-                ('status', models.CharField(choices=[('reserved', 'Reserved'), ('settled', 'Settled'), ('released', 'Released'), ('expired', 'Expired')], default='reserved', max_length=16)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('expires_at', models.DateTimeField()),
-                ('settled_usd', models.DecimalField(blank=True, decimal_places=8, max_digits=20, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='budget_reservations', to='controlplane.project')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("call_id", models.CharField(max_length=200, unique=True)),
+                ("amount_usd", models.DecimalField(decimal_places=8, max_digits=20)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("reserved", "Reserved"),
+                            ("settled", "Settled"),
+                            ("released", "Released"),
+                            ("expired", "Expired"),
+                        ],
+                        default="reserved",
+                        max_length=16,
+                    ),
+                ),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("expires_at", models.DateTimeField()),
+                (
+                    "settled_usd",
+                    models.DecimalField(blank=True, decimal_places=8, max_digits=20, null=True),
+                ),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="budget_reservations",
+                        to="controlplane.project",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-id'],
+                "ordering": ["-id"],
             },
         ),
         migrations.CreateModel(
-            name='BudgetReservationLine',
+            name="BudgetReservationLine",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('amount_usd', models.DecimalField(decimal_places=8, max_digits=20)),
-                ('budget', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='reservation_lines', to='governance.budget')),
-                ('period', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='governance.budgetperiod')),
-                ('reservation', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='lines', to='governance.budgetreservation')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("amount_usd", models.DecimalField(decimal_places=8, max_digits=20)),
+                (
+                    "budget",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="reservation_lines",
+                        to="governance.budget",
+                    ),
+                ),
+                (
+                    "period",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="governance.budgetperiod",
+                    ),
+                ),
+                (
+                    "reservation",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="lines",
+                        to="governance.budgetreservation",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['budget_id'],
+                "ordering": ["budget_id"],
             },
         ),
         migrations.CreateModel(
-            name='CostEntry',
+            name="CostEntry",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('call_id', models.CharField(max_length=200, unique=True)),
-                ('kind', models.CharField(choices=[('model', 'Model call'), ('tool', 'Tool call')], max_length=8)),
-                ('run_id', models.CharField(blank=True, db_index=True, max_length=64)),
-                ('step_id', models.CharField(blank=True, max_length=64)),
-                ('provider', models.CharField(blank=True, max_length=100)),
-                ('model', models.CharField(blank=True, max_length=200)),
-                ('input_tokens', models.PositiveBigIntegerField(default=0)),
-                ('output_tokens', models.PositiveBigIntegerField(default=0)),
-                ('cache_read_tokens', models.PositiveBigIntegerField(default=0)),
-                ('cache_write_tokens', models.PositiveBigIntegerField(default=0)),
-                ('cost_usd', models.DecimalField(decimal_places=8, max_digits=20)),
-                ('price_source', models.CharField(choices=[('genai-prices', 'genai-prices'), ('override', 'Override')], max_length=16)),
-                ('input_usd_per_mtok', models.DecimalField(blank=True, decimal_places=8, max_digits=20, null=True)),
-                ('output_usd_per_mtok', models.DecimalField(blank=True, decimal_places=8, max_digits=20, null=True)),
-                ('cache_read_usd_per_mtok', models.DecimalField(blank=True, decimal_places=8, max_digits=20, null=True)),
-                ('cache_write_usd_per_mtok', models.DecimalField(blank=True, decimal_places=8, max_digits=20, null=True)),
-                ('price_library_version', models.CharField(blank=True, max_length=32)),
-                ('occurred_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now, editable=False)),
-                ('agent', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='agents.agent')),
-                ('agent_version', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='agents.agentversion')),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='cost_entries', to='controlplane.project')),
-                ('tool', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='agents.tool')),
-                ('user', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("call_id", models.CharField(max_length=200, unique=True)),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[("model", "Model call"), ("tool", "Tool call")], max_length=8
+                    ),
+                ),
+                ("run_id", models.CharField(blank=True, db_index=True, max_length=64)),
+                ("step_id", models.CharField(blank=True, max_length=64)),
+                ("provider", models.CharField(blank=True, max_length=100)),
+                ("model", models.CharField(blank=True, max_length=200)),
+                ("input_tokens", models.PositiveBigIntegerField(default=0)),
+                ("output_tokens", models.PositiveBigIntegerField(default=0)),
+                ("cache_read_tokens", models.PositiveBigIntegerField(default=0)),
+                ("cache_write_tokens", models.PositiveBigIntegerField(default=0)),
+                ("cost_usd", models.DecimalField(decimal_places=8, max_digits=20)),
+                (
+                    "price_source",
+                    models.CharField(
+                        choices=[("genai-prices", "genai-prices"), ("override", "Override")],
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "input_usd_per_mtok",
+                    models.DecimalField(blank=True, decimal_places=8, max_digits=20, null=True),
+                ),
+                (
+                    "output_usd_per_mtok",
+                    models.DecimalField(blank=True, decimal_places=8, max_digits=20, null=True),
+                ),
+                (
+                    "cache_read_usd_per_mtok",
+                    models.DecimalField(blank=True, decimal_places=8, max_digits=20, null=True),
+                ),
+                (
+                    "cache_write_usd_per_mtok",
+                    models.DecimalField(blank=True, decimal_places=8, max_digits=20, null=True),
+                ),
+                ("price_library_version", models.CharField(blank=True, max_length=32)),
+                ("occurred_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "created_at",
+                    models.DateTimeField(default=django.utils.timezone.now, editable=False),
+                ),
+                (
+                    "agent",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="agents.agent",
+                    ),
+                ),
+                (
+                    "agent_version",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="agents.agentversion",
+                    ),
+                ),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="cost_entries",
+                        to="controlplane.project",
+                    ),
+                ),
+                (
+                    "tool",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="agents.tool",
+                    ),
+                ),
+                (
+                    "user",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'verbose_name_plural': 'cost entries',
-                'ordering': ['-occurred_at', '-id'],
+                "verbose_name_plural": "cost entries",
+                "ordering": ["-occurred_at", "-id"],
             },
         ),
         migrations.AddConstraint(
-            model_name='budget',
-            constraint=models.UniqueConstraint(fields=('project', 'name'), name='budget_unique_name'),
+            model_name="budget",
+            constraint=models.UniqueConstraint(
+                fields=("project", "name"), name="budget_unique_name"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='budget',
-            constraint=models.CheckConstraint(condition=models.Q(('limit_usd__gt', 0)), name='budget_limit_positive'),
+            model_name="budget",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("limit_usd__gt", 0)), name="budget_limit_positive"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='budget',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('scope', 'user'), ('user__isnull', False)), models.Q(models.Q(('scope', 'user'), _negated=True), ('user__isnull', True)), _connector='OR'), name='budget_user_iff_user_scope'),
+            model_name="budget",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(("scope", "user"), ("user__isnull", False)),
+                    models.Q(models.Q(("scope", "user"), _negated=True), ("user__isnull", True)),
+                    _connector="OR",
+                ),
+                name="budget_user_iff_user_scope",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='budgetalert',
-            constraint=models.UniqueConstraint(fields=('budget', 'period_start', 'threshold'), name='budget_alert_unique'),
+            model_name="budgetalert",
+            constraint=models.UniqueConstraint(
+                fields=("budget", "period_start", "threshold"), name="budget_alert_unique"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='budgetperiod',
-            constraint=models.UniqueConstraint(fields=('budget', 'period_start'), name='budget_period_unique'),
+            model_name="budgetperiod",
+            constraint=models.UniqueConstraint(
+                fields=("budget", "period_start"), name="budget_period_unique"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='budgetperiod',
-            constraint=models.CheckConstraint(condition=models.Q(('reserved_usd__gte', 0)), name='budget_period_reserved_gte_0'),
+            model_name="budgetperiod",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("reserved_usd__gte", 0)), name="budget_period_reserved_gte_0"
+            ),
         ),
         migrations.AddIndex(
-            model_name='budgetreservation',
-            index=models.Index(fields=['status', 'expires_at'], name='budget_resv_status_expiry'),
+            model_name="budgetreservation",
+            index=models.Index(fields=["status", "expires_at"], name="budget_resv_status_expiry"),
         ),
         migrations.AddIndex(
-            model_name='budgetreservation',
-            index=models.Index(fields=['project', 'status'], name='budget_resv_project_status'),
+            model_name="budgetreservation",
+            index=models.Index(fields=["project", "status"], name="budget_resv_project_status"),
         ),
         migrations.AddConstraint(
-            model_name='budgetreservationline',
-            constraint=models.UniqueConstraint(fields=('reservation', 'budget'), name='budget_resv_line_unique'),
+            model_name="budgetreservationline",
+            constraint=models.UniqueConstraint(
+                fields=("reservation", "budget"), name="budget_resv_line_unique"
+            ),
         ),
         migrations.AddIndex(
-            model_name='costentry',
-            index=models.Index(fields=['project', 'occurred_at'], name='cost_project_time'),
+            model_name="costentry",
+            index=models.Index(fields=["project", "occurred_at"], name="cost_project_time"),
         ),
         migrations.AddIndex(
-            model_name='costentry',
-            index=models.Index(fields=['agent', 'occurred_at'], name='cost_agent_time'),
+            model_name="costentry",
+            index=models.Index(fields=["agent", "occurred_at"], name="cost_agent_time"),
         ),
         migrations.AddIndex(
-            model_name='costentry',
-            index=models.Index(fields=['user', 'occurred_at'], name='cost_user_time'),
+            model_name="costentry",
+            index=models.Index(fields=["user", "occurred_at"], name="cost_user_time"),
         ),
         migrations.AddIndex(
-            model_name='costentry',
-            index=models.Index(fields=['model', 'occurred_at'], name='cost_model_time'),
+            model_name="costentry",
+            index=models.Index(fields=["model", "occurred_at"], name="cost_model_time"),
         ),
         migrations.AddConstraint(
-            model_name='costentry',
-            constraint=models.CheckConstraint(condition=models.Q(('cost_usd__gte', 0)), name='cost_usd_gte_0'),
+            model_name="costentry",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("cost_usd__gte", 0)), name="cost_usd_gte_0"
+            ),
         ),
     ]
