@@ -142,3 +142,66 @@ def parse_config(data: Any) -> AgentVersionConfig:
         for error in exc.errors():
             errors.setdefault(error_path(error["loc"]), []).append(error["msg"])
         raise ValidationError(errors) from exc
+
+
+# --- The scripted model ----------------------------------------------------------------------
+
+
+class ScriptedToolCall(_Strict):
+    """One tool call the scripted model proposes: the tool's name and its arguments."""
+
+    name: str = pydantic.Field(min_length=1, max_length=64)
+    arguments: dict[str, Any] = {}
+
+
+class ScriptedResponse(_Strict):
+    """One model response: either ``tool_calls`` (one or more, proposed together) or the
+    final ``text`` of the turn, not both."""
+
+    tool_calls: list[ScriptedToolCall] = []
+    text: str | None = None
+
+    @pydantic.model_validator(mode="after")
+    def _one_kind(self) -> ScriptedResponse:
+        if bool(self.tool_calls) == (self.text is not None):
+            raise ValueError("give either tool_calls (at least one) or text")
+        return self
+
+
+class ScriptedBranch(_Strict):
+    """Responses used instead of the script's ``responses`` when the latest user input
+    contains ``input_contains`` (case-insensitive)."""
+
+    input_contains: str = pydantic.Field(min_length=1, max_length=500)
+    responses: list[ScriptedResponse] = pydantic.Field(min_length=1)
+
+
+class ScriptedModelScript(_Strict):
+    """What a ``scripted`` model endpoint answers (``ModelEndpoint.script``).
+
+    The n-th model request after the latest user input gets ``responses[n]`` of the first
+    branch whose ``input_contains`` the input contains, else of ``responses``; past the
+    end (or with an empty script), the last response that is text, else a fixed
+    "script exhausted" text::
+
+        {"responses": [
+            {"tool_calls": [{"name": "lookup", "arguments": {"id": 7}}]},
+            {"text": "Order 7 has shipped."}],
+         "branches": [{"input_contains": "refund",
+                       "responses": [{"text": "Refunds go through a person."}]}]}
+    """
+
+    responses: list[ScriptedResponse] = []
+    branches: list[ScriptedBranch] = []
+
+
+def parse_script(data: Any) -> ScriptedModelScript:
+    """Validate ``data`` as a ``ScriptedModelScript``. Raises
+    ``django.core.exceptions.ValidationError`` under ``script`` with one message per
+    problem, each starting with its path (``responses.1.tool_calls.0.name: ...``)."""
+    try:
+        return ScriptedModelScript.model_validate(data)
+    except pydantic.ValidationError as exc:
+        raise ValidationError(
+            {"script": [f"{error_path(e['loc'])}: {e['msg']}" for e in exc.errors()]}
+        ) from exc

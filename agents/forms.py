@@ -13,6 +13,7 @@ import re
 import shlex
 from typing import Any
 
+import yaml
 from django import forms
 from django.core.exceptions import ValidationError
 
@@ -492,6 +493,28 @@ class ModelEndpointCreateForm(forms.Form):
         label="genai-prices provider",
         help_text="Provider id for pricing, e.g. openai, anthropic.",
     )
+    script = forms.CharField(
+        required=False,
+        label="Script (scripted model only)",
+        widget=forms.Textarea(attrs={"rows": 6, "spellcheck": "false", "class": "code"}),
+        help_text=(
+            "JSON or YAML: ordered responses, each tool calls or final text, e.g. "
+            '{"responses": [{"tool_calls": [{"name": "lookup", "arguments": {"id": 7}}]}, '
+            '{"text": "Done."}]}. A scripted model is not a language model.'
+        ),
+    )
+
+    def clean_script(self) -> dict:
+        text = self.cleaned_data["script"].strip()
+        if not text:
+            return {}
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise forms.ValidationError(f"Not valid JSON or YAML: {exc}") from exc
+        if not isinstance(data, dict):
+            raise forms.ValidationError("The script must be an object with responses.")
+        return data
 
     def service_fields(self) -> dict[str, Any]:
         return dict(self.cleaned_data)

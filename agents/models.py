@@ -10,7 +10,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator, RegexVa
 from django.db import models
 from django.utils import timezone
 
-from agents.config import PriceOverride
+from agents.config import PriceOverride, parse_script
 from controlplane.immutable import ImmutableError, ImmutableModel
 from controlplane.models import Role, slug_validator
 from controlplane.secrets import ENV_VAR_NAME_RE
@@ -115,6 +115,11 @@ class ModelEndpoint(UniqueFieldErrorsMixin, models.Model):
     credential_env_var = models.CharField(max_length=128, blank=True)
     credential_encrypted = models.TextField(blank=True, editable=False)
     price_overrides = models.JSONField(default=dict, blank=True)
+    script = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Scripted endpoints only: the responses (agents.config.ScriptedModelScript).",
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -152,6 +157,10 @@ class ModelEndpoint(UniqueFieldErrorsMixin, models.Model):
                 ]
         if problems:
             raise ValidationError({"price_overrides": problems})
+        if self.kind == ProviderKind.SCRIPTED:
+            parse_script(self.script)
+        elif self.script:
+            raise ValidationError({"script": "Only a scripted endpoint has a script."})
 
 
 class MCPTransport(models.TextChoices):
@@ -502,3 +511,48 @@ class AgentActivation(models.Model):
 
     def __str__(self) -> str:
         return f"{self.version} active from {self.activated_at:%Y-%m-%d %H:%M:%S}"
+
+
+class TurnStatus(models.TextChoices):
+    RUNNING = "running", "Running"
+    COMPLETED = "completed", "Completed"
+    PARKED = "parked", "Parked for approval"
+    FAILED = "failed", "Failed"
+
+
+class AgentTurn(models.Model):
+    """One agent turn run by ``agents.runtime``: an agent version on one input, for a flow
+    step (``run_id`` / ``step_id``) or standalone.
+
+    ``messages`` is the conversation as pydantic-ai's ``ModelMessagesTypeAdapter`` JSON
+    (a parked turn resumes from it in any worker); ``pending`` lists the tool calls waiting
+    for approval: ``[{"tool_call_id", "tool_name", "arguments", "args_hash",
+    "policy_version_id", "approval_request_id"}]``. ``cost_usd`` is Decimal USD of the
+    turn's model calls; ``model_requests`` and ``tool_calls`` count what it made.
+    """
+
+    agent_version = models.ForeignKey(AgentVersion, on_delete=models.PROTECT, related_name="turns")
+    run_id = models.CharField(max_length=64, blank=True, db_index=True)
+    step_id = models.CharField(max_length=64, blank=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    input = models.TextField()
+    status = models.CharField(
+        max_length=16, choices=TurnStatus.choices, default=TurnStatus.RUNNING, db_index=True
+    )
+    output = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+    messages = models.JSONField(default=list, blank=True)
+    pending = models.JSONField(default=list, blank=True)
+    model_requests = models.PositiveIntegerField(default=0)
+    tool_calls = models.PositiveIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=20, decimal_places=8, default=0)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"turn {self.pk} of {self.agent_version} ({self.status})"

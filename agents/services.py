@@ -33,6 +33,7 @@ ENDPOINT_FIELDS = (
     "genai_prices_provider",
     "credential_env_var",
     "price_overrides",
+    "script",
 )
 MCP_SERVER_FIELDS = ("name", "transport", "url", "command", "auth_env_var")
 TOOL_FIELDS = (

@@ -50,6 +50,7 @@ class ModelEndpointSerializer(serializers.ModelSerializer):
             "clear_api_key",
             "has_stored_key",
             "price_overrides",
+            "script",
             "created_at",
             "updated_at",
         ]

@@ -1,0 +1,60 @@
+"""What one agent turn carries through its governed model and tool calls."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from agents.models import AgentTurn, AgentVersion
+from governance.engine import PolicySnapshot
+from governance.pii import PiiPolicy
+
+
+def args_hash(arguments: Any) -> str:
+    """SHA-256 of the canonical JSON of ``arguments`` (sorted keys, no spaces): what an
+    approval is bound to."""
+    text = json.dumps(arguments, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass
+class TurnContext:
+    """One turn's state, shared by ``GovernedModel`` and ``GovernedToolset``.
+
+    ``run_id`` keys the per-run counters (a standalone turn uses ``turn-<id>``);
+    ``events`` is the turn's transcript of decisions and calls (JSON-able dicts, also the
+    ``agent_run`` command's output); ``pending`` the calls parked for approval;
+    ``approved`` the pending entries of a resumed turn, by tool call id.
+    """
+
+    version: AgentVersion
+    turn: AgentTurn
+    policy: PolicySnapshot
+    run_id: str
+    step_id: str = ""
+    user: Any = None
+    pii: bool = True
+    events: list[dict[str, Any]] = field(default_factory=list)
+    pending: list[dict[str, Any]] = field(default_factory=list)
+    approved: dict[str, dict[str, Any]] = field(default_factory=dict)
+    cost_usd: Decimal = Decimal(0)
+    tokens: int = 0
+    model_requests: int = 0
+    tool_calls: int = 0
+    scanned: dict[tuple[str, str], Any] = field(default_factory=dict)
+
+    @property
+    def project(self):
+        return self.version.agent.project
+
+    @property
+    def pii_policy(self) -> PiiPolicy:
+        return self.policy.document.pii_policy
+
+    def call_id(self, kind: str, index: int | str) -> str:
+        """A call id unique per turn, run and step: the budget reservation, the cost entry
+        and the idempotency key of the call."""
+        return f"{kind}:{self.run_id}:{self.step_id or '-'}:{self.turn.pk}:{index}"

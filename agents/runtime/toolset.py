@@ -1,0 +1,245 @@
+"""Governed tool calls, in one place: ``GovernedToolset.call_tool``.
+
+``ConnectorToolset`` lists an agent version's granted tools and executes them through
+``agents.connectors.tool_invoke`` (HTTP, MCP, built-in), ungoverned; ``GovernedToolset``
+wraps it with the governed call path: the decision (``agents.governed.decide_for_version``:
+schema, grant, CEL rules, breaker, caps, rate limit) audited with its rule -> invalid
+arguments: the model is asked to retry -> deny: a refusal as the tool result -> PII scan of
+the arguments (``tool_input``) -> require_approval: an approval request through
+``governance.approval_port`` and pydantic-ai's ``ApprovalRequired`` (the turn parks) ->
+execution with the tool's timeout and an idempotency key -> the circuit breaker outcome
+-> PII scan of the result (``tool_output``) before the model sees it -> audit
+``tool.executed``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from pydantic_ai import ApprovalRequired, ModelRetry, RunContext
+from pydantic_ai.tools import ToolDefinition
+from pydantic_ai.toolsets import AbstractToolset, WrapperToolset
+from pydantic_ai.toolsets.abstract import ToolsetTool
+from pydantic_ai.toolsets.external import TOOL_SCHEMA_VALIDATOR
+
+from agents.connectors import tool_invoke
+from agents.governed import decide_for_version
+from agents.models import Tool
+from agents.runtime.context import TurnContext, args_hash
+from governance.approval_port import approval_request
+from governance.engine import record_tool_outcome
+from governance.services import audit_record
+
+TOOL_MAX_RETRIES = 2
+
+
+def idempotency_key(ctx: TurnContext, tool_call_id: str) -> str:
+    """The key sent with a tool call: SHA-256 of (run, step, turn, tool call id), so a
+    retried step repeats the same key and the tool can drop the duplicate."""
+    return hashlib.sha256(ctx.call_id("tool", tool_call_id).encode()).hexdigest()
+
+
+@dataclass
+class ConnectorToolset(AbstractToolset[Any]):
+    """The tools, by name, executed with ``tool_invoke``; no governance (the baseline of
+    ``bench/governed_call.py`` and the inner toolset of ``GovernedToolset``)."""
+
+    tools: dict[str, Tool]
+    ctx: TurnContext | None = None
+    _defs: dict[str, ToolsetTool] = field(default_factory=dict, repr=False)
+
+    @property
+    def id(self) -> str | None:
+        return "controlplane-tools"
+
+    async def get_tools(self, ctx: RunContext[Any]) -> dict[str, ToolsetTool[Any]]:
+        if not self._defs:
+            for name, tool in self.tools.items():
+                self._defs[name] = ToolsetTool(
+                    toolset=self,
+                    tool_def=ToolDefinition(
+                        name=name,
+                        description=tool.description or None,
+                        parameters_json_schema=tool.input_schema or {"type": "object"},
+                    ),
+                    max_retries=TOOL_MAX_RETRIES,
+                    args_validator=TOOL_SCHEMA_VALIDATOR,
+                )
+        return self._defs
+
+    async def call_tool(self, name: str, tool_args: dict[str, Any], ctx, tool) -> Any:
+        key = idempotency_key(self.ctx, ctx.tool_call_id) if self.ctx else ""
+        result = await sync_to_async(tool_invoke)(
+            tool=self.tools[name], arguments=tool_args, idempotency_key=key
+        )
+        return result.output if result.ok else {"error": result.error}
+
+
+def refusal(rule: str, messages) -> str:
+    """The tool result a denied call returns to the model."""
+    detail = "; ".join(messages) if messages else "denied"
+    return f"REFUSED by governance policy (rule {rule}): {detail}. Do not retry this call."
+
+
+@dataclass
+class GovernedToolset(WrapperToolset[Any]):
+    """``ConnectorToolset`` behind the governed call path (see the module docstring)."""
+
+    ctx: TurnContext = None  # type: ignore[assignment]
+
+    async def call_tool(self, name: str, tool_args: dict[str, Any], ctx, tool) -> Any:
+        return await sync_to_async(self._call)(
+            name, dict(tool_args), ctx.tool_call_id or "", ctx.tool_call_approved
+        )
+
+    # --- the path (sync: database) ---------------------------------------------------------
+
+    def _event(self, action: str, tool_name: str, tool_call_id: str, **data: Any) -> None:
+        turn = self.ctx
+        payload = {"tool": tool_name, "tool_call_id": tool_call_id, "turn_id": turn.turn.pk}
+        payload.update(data)
+        audit_record(action=action, obj=turn.version, project=turn.project, data=payload)
+        turn.events.append({"event": action, **payload})
+
+    def _decide(self, name: str, arguments: dict, tool_call_id: str):
+        turn = self.ctx
+        decision = decide_for_version(
+            version=turn.version,
+            tool_name=name,
+            arguments=arguments,
+            run={"id": turn.run_id, "trace_id": "", "tool_calls": turn.tool_calls},
+            user=turn.user,
+            usage={"cost_usd": str(turn.cost_usd), "tokens": turn.tokens},
+            policy=turn.policy,
+        )
+        self._event(
+            "tool.decision",
+            name,
+            tool_call_id,
+            args_hash=args_hash(arguments),
+            **decision.as_data(),
+        )
+        return decision
+
+    def _call(self, name: str, arguments: dict, tool_call_id: str, approved: bool) -> Any:
+        turn = self.ctx
+        turn.tool_calls += 1
+        if approved:
+            bound = turn.approved.get(tool_call_id)
+            same = (
+                bound is not None
+                and bound.get("args_hash") == args_hash(arguments)
+                and bound.get("policy_version_id") == turn.policy.version_id
+            )
+            self._event("tool.approval.recheck", name, tool_call_id, matches=same)
+            if not same:
+                # Edited arguments or a new policy: decided again from the start; a
+                # require_approval now is covered by the approver's decision on exactly
+                # these arguments.
+                decision = self._decide(name, arguments, tool_call_id)
+                if decision.rule == "schema" or decision.effect == "deny":
+                    return refusal(decision.rule, decision.messages)
+        else:
+            decision = self._decide(name, arguments, tool_call_id)
+            if decision.rule == "schema":
+                raise ModelRetry("Invalid arguments: " + "; ".join(decision.messages))
+            if decision.effect == "deny":
+                return refusal(decision.rule, decision.messages)
+        proposed_hash = args_hash(arguments)
+        arguments = self._scan_arguments(name, arguments, tool_call_id)
+        if isinstance(arguments, str):
+            return arguments
+        if not approved and decision.effect == "require_approval":
+            return self._park(name, arguments, proposed_hash, tool_call_id, decision)
+        return self._execute(name, arguments, tool_call_id)
+
+    def _scan_arguments(self, name: str, arguments: dict, tool_call_id: str) -> dict | str:
+        turn = self.ctx
+        if not turn.pii:
+            return arguments
+        from governance.pii import scan_data
+
+        result = scan_data(arguments, "tool_input", turn.pii_policy)
+        if result.action == "block" or result.error:
+            self._event(
+                "tool.pii_blocked",
+                name,
+                tool_call_id,
+                direction="tool_input",
+                entities=sorted({f.entity_type for f in result.findings}),
+            )
+            return refusal("pii.tool_input", ["the arguments hold data the policy blocks"])
+        return result.value_out if result.findings else arguments
+
+    def _park(self, name: str, arguments: dict, proposed_hash: str, tool_call_id: str, decision):
+        """Ask for approval (bound to the policy version and the hash of the arguments as
+        the model proposed them; the request shows them after the tool_input scan)."""
+        turn = self.ctx
+        entry = {
+            "tool_call_id": tool_call_id,
+            "tool_name": name,
+            "arguments": arguments,
+            "args_hash": proposed_hash,
+            "policy_version_id": decision.policy_version_id,
+            "rule": decision.rule,
+        }
+        entry["approval_request_id"] = approval_request(
+            project_id=turn.project.pk,
+            summary=f"{turn.version.agent.slug} wants to call {name}",
+            payload={
+                "tool": name,
+                "arguments": arguments,
+                "args_hash": entry["args_hash"],
+                "policy_version_id": decision.policy_version_id,
+                "rule": decision.rule,
+                "turn_id": turn.turn.pk,
+                "tool_call_id": tool_call_id,
+                "agent": turn.version.agent.slug,
+                "agent_version": turn.version.number,
+                "run_id": turn.run_id,
+            },
+            approver_role=decision.approver_role,
+        )
+        turn.pending.append(entry)
+        raise ApprovalRequired(metadata=entry)
+
+    def _execute(self, name: str, arguments: dict, tool_call_id: str) -> Any:
+        turn = self.ctx
+        tool = self.wrapped.tools[name]
+        result = tool_invoke(
+            tool=tool,
+            arguments=arguments,
+            timeout_seconds=tool.timeout_seconds,
+            idempotency_key=idempotency_key(turn, tool_call_id),
+        )
+        record_tool_outcome(
+            tool_id=tool.pk,
+            ok=result.ok,
+            policy=turn.policy,
+            project_id=turn.project.pk,
+            label=tool.name,
+        )
+        output: Any = result.output if result.ok else {"error": result.error}
+        entities: list[str] = []
+        if turn.pii:
+            from governance.pii import scan_data
+
+            scanned = scan_data(output, "tool_output", turn.pii_policy)
+            entities = sorted({f.entity_type for f in scanned.findings})
+            if scanned.action == "block" or scanned.error:
+                output = refusal("pii.tool_output", ["the result holds data the policy blocks"])
+            elif scanned.findings:
+                output = scanned.value_out
+        self._event(
+            "tool.executed",
+            name,
+            tool_call_id,
+            ok=result.ok,
+            error=result.error[:300],
+            duration_ms=result.duration_ms,
+            pii=entities,
+        )
+        return output

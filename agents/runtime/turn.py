@@ -1,0 +1,238 @@
+"""One agent turn: ``run_agent_turn`` builds a pydantic-ai ``Agent`` from an agent version
+(governed model, governed toolset), runs it, and ends completed, parked for approval or
+failed, with the turn stored in ``AgentTurn`` so a parked turn resumes in any worker."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from django.db import transaction
+from pydantic_ai import Agent, DeferredToolRequests, DeferredToolResults, ToolApproved, ToolDenied
+from pydantic_ai.exceptions import UsageLimitExceeded
+from pydantic_ai.messages import ModelMessagesTypeAdapter
+from pydantic_ai.usage import UsageLimits
+
+from agents.governed import version_policy
+from agents.models import AgentTurn, AgentVersion, Tool, ToolGrant, TurnStatus
+from agents.runtime.context import TurnContext
+from agents.runtime.governed_model import GovernedModel, ModelCallRefused
+from agents.runtime.providers import EndpointUnavailable, provider_model
+from agents.runtime.toolset import ConnectorToolset, GovernedToolset
+from governance.engine import consume_run_cap
+from governance.services import audit_record
+
+# Model requests one turn may make (pydantic-ai UsageLimits.request_limit).
+MAX_MODEL_REQUESTS_PER_TURN = 50
+
+
+@dataclass(frozen=True)
+class ApprovalDecision:
+    """An approver's answer to one parked tool call: ``approved``; ``arguments`` (edited
+    arguments, or ``None`` for the proposed ones: edited ones are decided again from the
+    start); ``comment`` (returned to the model when denied)."""
+
+    approved: bool
+    arguments: dict[str, Any] | None = None
+    comment: str = ""
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Resume the parked turn ``turn_id`` with a decision per pending tool call id."""
+
+    turn_id: int
+    decisions: dict[str, ApprovalDecision]
+
+
+@dataclass
+class TurnResult:
+    """How a turn ended. ``status``: ``completed`` (``output`` is the final text),
+    ``parked`` (``approval_request_ids`` wait for people; resume with ``Resume``) or
+    ``failed`` (``reason`` says why; ``rule`` names the check). ``cost_usd``: Decimal USD
+    of this run of the turn's model calls; ``events``: the transcript of calls and
+    decisions (JSON-able dicts)."""
+
+    status: str
+    turn_id: int
+    output: str = ""
+    reason: str = ""
+    rule: str = ""
+    approval_request_ids: list[int] = field(default_factory=list)
+    cost_usd: Decimal = Decimal(0)
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+
+def granted_tools(version: AgentVersion) -> dict[str, Tool]:
+    """The version's granted tools that still exist on their server, by name."""
+    grants = ToolGrant.objects.filter(agent_version=version, tool__removed_at__isnull=True)
+    return {g.tool.name: g.tool for g in grants.select_related("tool", "tool__mcp_server")}
+
+
+def build_agent(ctx: TurnContext, *, governed: bool = True) -> Agent:
+    """The pydantic-ai agent of ``ctx.version``: its endpoint's model (``GovernedModel``
+    unless ``governed`` is false: benchmarks only), its instructions, its granted tools
+    (``GovernedToolset`` over ``ConnectorToolset``), text or deferred tool calls as output.
+    Raises ``EndpointUnavailable``."""
+    version = ctx.version
+    base = provider_model(endpoint=version.model_endpoint, model_name=version.model_name)
+    tools = ConnectorToolset(tools=granted_tools(version), ctx=ctx)
+    settings: dict[str, Any] = {"max_tokens": version.max_output_tokens}
+    if version.temperature is not None:
+        settings["temperature"] = version.temperature
+    return Agent(
+        GovernedModel(base, ctx=ctx) if governed else base,
+        instructions=version.instructions,
+        toolsets=[GovernedToolset(tools, ctx=ctx) if governed else tools],
+        output_type=[str, DeferredToolRequests],
+        model_settings=settings,
+    )
+
+
+def usage_limits(version: AgentVersion) -> UsageLimits:
+    """Per-turn caps: the version's ``max_tool_calls_per_turn`` and
+    ``MAX_MODEL_REQUESTS_PER_TURN`` model requests."""
+    return UsageLimits(
+        request_limit=MAX_MODEL_REQUESTS_PER_TURN,
+        tool_calls_limit=version.max_tool_calls_per_turn,
+    )
+
+
+def _finish(ctx: TurnContext, result: TurnResult, messages_json: bytes | None) -> TurnResult:
+    turn = ctx.turn
+    turn.status = result.status
+    turn.output = result.output
+    turn.error = result.reason
+    if messages_json is not None:
+        turn.messages = ModelMessagesTypeAdapter.dump_python(
+            ModelMessagesTypeAdapter.validate_json(messages_json), mode="json"
+        )
+    turn.pending = ctx.pending if result.status == TurnStatus.PARKED else []
+    turn.model_requests += ctx.model_requests
+    turn.tool_calls += ctx.tool_calls
+    turn.cost_usd = Decimal(turn.cost_usd) + ctx.cost_usd
+    with transaction.atomic():
+        turn.save()
+        audit_record(
+            action=f"agent.turn.{result.status}",
+            obj=ctx.version,
+            project=ctx.project,
+            data={
+                "turn_id": turn.pk,
+                "run_id": ctx.run_id,
+                "step_id": ctx.step_id,
+                "rule": result.rule,
+                "reason": result.reason,
+                "cost_usd": ctx.cost_usd,
+                "model_requests": ctx.model_requests,
+                "tool_calls": ctx.tool_calls,
+                "approval_request_ids": result.approval_request_ids,
+            },
+        )
+    result.cost_usd = ctx.cost_usd
+    result.events = ctx.events
+    return result
+
+
+def run_agent_turn(
+    *,
+    agent_version: AgentVersion,
+    input: str = "",  # noqa: A002 - the issue's name for it
+    run_id: str | None = None,
+    step_id: str | None = None,
+    user=None,
+    resume: Resume | None = None,
+    pii: bool = True,
+) -> TurnResult:
+    """Run one turn of ``agent_version`` on ``input`` through governance and return how it
+    ended (``TurnResult``); never raises for a refused or failed call.
+
+    ``run_id`` / ``step_id`` tie it to a flow run (per-run caps and counters, cost ledger
+    entries, idempotency keys); without ``run_id`` the turn is its own run (``turn-<id>``).
+    ``user``: the user the run acts for (CEL ``user``, user budgets). ``resume``: continue
+    a parked turn from the database (its stored messages and pending calls) with the
+    approvers' decisions; ``input`` is then ignored. ``pii=False`` skips PII scanning
+    (benchmarks only). Sync: call it from a worker or a management command, not from a
+    running event loop.
+    """
+    deferred = None
+    history = None
+    if resume is not None:
+        turn = AgentTurn.objects.select_related("agent_version").get(pk=resume.turn_id)
+        agent_version = turn.agent_version
+        if turn.status != TurnStatus.PARKED:
+            raise ValueError(f"turn {turn.pk} is {turn.status}, not parked")
+        history = ModelMessagesTypeAdapter.validate_python(turn.messages)
+        deferred = DeferredToolResults()
+        for entry in turn.pending:
+            answer = resume.decisions.get(entry["tool_call_id"])
+            if answer is None or not answer.approved:
+                message = (answer.comment if answer else "") or "The tool call was denied."
+                deferred.approvals[entry["tool_call_id"]] = ToolDenied(
+                    message=f"Denied by the approver: {message}"
+                )
+            else:
+                deferred.approvals[entry["tool_call_id"]] = ToolApproved(
+                    override_args=answer.arguments
+                )
+        turn.status = TurnStatus.RUNNING
+        turn.save(update_fields=["status", "updated_at"])
+    else:
+        turn = AgentTurn.objects.create(
+            agent_version=agent_version,
+            run_id=run_id or "",
+            step_id=step_id or "",
+            user=user if getattr(user, "pk", None) else None,
+            input=input,
+        )
+    version = AgentVersion.objects.select_related("agent__project", "model_endpoint", "budget").get(
+        pk=agent_version.pk
+    )
+    ctx = TurnContext(
+        version=version,
+        turn=turn,
+        policy=version_policy(version),
+        run_id=turn.run_id or f"turn-{turn.pk}",
+        step_id=turn.step_id,
+        user=user or turn.user,
+        pii=pii,
+    )
+    if resume is not None:
+        ctx.approved = {entry["tool_call_id"]: entry for entry in turn.pending}
+    else:
+        cap = consume_run_cap(
+            run_id=ctx.run_id, cap="max_agent_invocations_per_run", policy=ctx.policy
+        )
+        if not cap.allowed:
+            reason = "; ".join(cap.messages)
+            return _finish(ctx, TurnResult("failed", turn.pk, reason=reason, rule=cap.rule), None)
+
+    try:
+        agent = build_agent(ctx)
+        run = async_to_sync(agent.run)(
+            None if resume else input,
+            message_history=history,
+            deferred_tool_results=deferred,
+            usage_limits=usage_limits(version),
+        )
+    except ModelCallRefused as exc:
+        result = TurnResult("failed", turn.pk, reason=exc.message, rule=exc.rule)
+        return _finish(ctx, result, None)
+    except UsageLimitExceeded as exc:
+        result = TurnResult("failed", turn.pk, reason=str(exc), rule="usage_limit")
+        return _finish(ctx, result, None)
+    except EndpointUnavailable as exc:
+        result = TurnResult("failed", turn.pk, reason=str(exc), rule="model.endpoint_unavailable")
+        return _finish(ctx, result, None)
+    except Exception as exc:  # noqa: BLE001 - a turn ends failed, never half-way
+        reason = f"{type(exc).__name__}: {str(exc)[:300]}"
+        return _finish(ctx, TurnResult("failed", turn.pk, reason=reason, rule="error"), None)
+    output = run.output
+    messages_json = run.all_messages_json()
+    if isinstance(output, DeferredToolRequests):
+        ids = [entry["approval_request_id"] for entry in ctx.pending]
+        result = TurnResult("parked", turn.pk, approval_request_ids=ids)
+        return _finish(ctx, result, messages_json)
+    return _finish(ctx, TurnResult("completed", turn.pk, output=str(output)), messages_json)
