@@ -593,8 +593,8 @@ def tool_invoke(
       answers over 5 MiB fail.
     - ``mcp``: ``tools/call`` on the tool's MCP server; the output is the structured
       content when the server sent some, else the text content joined by newlines. A
-      result flagged ``isError`` fails with that text. (``idempotency_key`` is not sent:
-      MCP has no place for it.) A stdio server whose ``command[0]`` is not in
+      result flagged ``isError`` fails with that text. ``idempotency_key`` is sent in the
+      request's ``_meta`` as ``idempotency_key``. A stdio server whose ``command[0]`` is not in
       ``settings.MCP_STDIO_COMMANDS_ALLOWED`` is not launched: the call fails saying so,
       and that refusal (only it) is audited as ``tool.invoke_refused``.
     - ``builtin``: the registered function called with the arguments as keyword arguments
@@ -629,7 +629,7 @@ def tool_invoke(
         if tool.kind == ToolKind.HTTP:
             output = _invoke_http(tool, arguments, timeout, idempotency_key)
         elif tool.kind == ToolKind.MCP:
-            output = _invoke_mcp(tool, arguments, timeout)
+            output = _invoke_mcp(tool, arguments, timeout, idempotency_key)
         elif tool.kind == ToolKind.BUILTIN:
             output = _invoke_builtin(tool, arguments)
         else:
@@ -730,11 +730,13 @@ def _invoke_http(tool: Tool, arguments: dict, timeout: float, idempotency_key: s
 
 
 async def _mcp_call(
-    target: _MCPTarget, *, name: str, arguments: dict, timeout: float
+    target: _MCPTarget, *, name: str, arguments: dict, timeout: float, idempotency_key: str = ""
 ) -> tuple[bool, Any, str]:
+    # MCP has no header for it: the key travels in the request's _meta.
+    meta = {"idempotency_key": idempotency_key} if idempotency_key else None
     with anyio.fail_after(timeout):
         async with _mcp_session(target, timeout=timeout) as client:
-            result = await client.call_tool(name, arguments)
+            result = await client.call_tool(name, arguments, meta=meta)
     text = "\n".join(block.text for block in result.content if getattr(block, "type", "") == "text")
     if result.is_error:
         return False, text, text or "The MCP tool reported an error."
@@ -742,7 +744,7 @@ async def _mcp_call(
     return True, output, ""
 
 
-def _invoke_mcp(tool: Tool, arguments: dict, timeout: float) -> Any:
+def _invoke_mcp(tool: Tool, arguments: dict, timeout: float, idempotency_key: str = "") -> Any:
     server = tool.mcp_server
     if server is None or not tool.mcp_tool_name:
         raise _CallFailed(f"Tool {tool.name} has no MCP server.")
@@ -766,6 +768,7 @@ def _invoke_mcp(tool: Tool, arguments: dict, timeout: float) -> Any:
                 name=tool.mcp_tool_name,
                 arguments=arguments,
                 timeout=timeout,
+                idempotency_key=idempotency_key,
             )
         )
     except Exception as exc:
