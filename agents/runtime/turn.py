@@ -138,7 +138,7 @@ def _finish(ctx: TurnContext, result: TurnResult, messages_json: bytes | None) -
 
 def run_agent_turn(
     *,
-    agent_version: AgentVersion,
+    agent_version: AgentVersion | None,
     input: str = "",  # noqa: A002 - the issue's name for it
     run_id: str | None = None,
     step_id: str | None = None,

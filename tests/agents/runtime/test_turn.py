@@ -99,3 +99,37 @@ def test_a_final_text_completes_the_turn(project, admin_user, runtime_tools):
     [call] = AuditEvent.objects.filter(project=project, action="model.call")
     assert call.data["usage"]["input"] > 0
     assert call.data["usage"]["output"] == 3  # "Hello there." in cl100k_base
+
+
+def test_too_many_tool_calls_in_a_turn_end_it_failed_and_audited(
+    project, admin_user, runtime_tools
+):
+    calls = [{"name": "echo", "arguments": {"text": str(n)}} for n in range(3)]
+    scripted_endpoint(project, {"responses": [{"tool_calls": calls}, {"text": "done"}]})
+    agent = make_agent(project, admin_user, grants=GRANTS, max_tool_calls_per_turn=2)
+
+    result = run_agent_turn(agent_version=agent.active_version, input="go")
+
+    assert (result.status, result.rule) == ("failed", "usage_limit")
+    assert "tool_calls_limit" in result.reason or "tool call" in result.reason.lower()
+    failed = AuditEvent.objects.get(project=project, action="agent.turn.failed")
+    assert failed.data["rule"] == "usage_limit"
+    assert not AuditEvent.objects.filter(project=project, action="tool.executed").exists()
+
+
+def test_the_policy_caps_agent_invocations_per_run(project, admin_user, runtime_tools):
+    from governance.services import policy_create, policy_version_create
+
+    policy = policy_create(project=project, slug="default", actor=admin_user)
+    policy_version_create(
+        policy=policy, document="caps:\n  max_agent_invocations_per_run: 1\n", actor=admin_user
+    )
+    scripted_endpoint(project, {"responses": [{"text": "ok"}]})
+    agent = make_agent(project, admin_user, grants=GRANTS)
+
+    first = run_agent_turn(agent_version=agent.active_version, input="a", run_id="run-7")
+    second = run_agent_turn(agent_version=agent.active_version, input="b", run_id="run-7")
+    other = run_agent_turn(agent_version=agent.active_version, input="c", run_id="run-8")
+
+    assert [first.status, second.status, other.status] == ["completed", "failed", "completed"]
+    assert second.rule == "caps.max_agent_invocations_per_run"
