@@ -8,6 +8,7 @@ from django.contrib import admin
 from agents.models import (
     Agent,
     AgentActivation,
+    AgentTurn,
     AgentVersion,
     MCPServer,
     ModelEndpoint,
@@ -84,3 +85,11 @@ class ToolGrantAdmin(ReadOnlyAdmin):
 @admin.register(AgentActivation)
 class AgentActivationAdmin(ReadOnlyAdmin):
     list_display = ("agent", "version", "activated_at", "activated_by")
+
+
+@admin.register(AgentTurn)
+class AgentTurnAdmin(ReadOnlyAdmin):
+    """Turns are written by the runtime only; their messages are the resumable state."""
+
+    list_display = ("pk", "agent_version", "status", "run_id", "cost_usd", "created_at")
+    list_filter = ("status",)

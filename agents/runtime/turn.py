@@ -153,17 +153,24 @@ def run_agent_turn(
     entries, idempotency keys); without ``run_id`` the turn is its own run (``turn-<id>``).
     ``user``: the user the run acts for (CEL ``user``, user budgets). ``resume``: continue
     a parked turn from the database (its stored messages and pending calls) with the
-    approvers' decisions; ``input`` is then ignored. ``pii=False`` skips PII scanning
+    approvers' decisions (``agent_version`` and ``input`` are then ignored; raises
+    ``ValueError`` when the turn is not parked, e.g. another worker resumed it; a call
+    without a decision is denied). ``pii=False`` skips PII scanning
     (benchmarks only). Sync: call it from a worker or a management command, not from a
     running event loop.
     """
     deferred = None
     history = None
     if resume is not None:
+        # Claim the parked turn with a conditional UPDATE: of two workers resuming it, one
+        # wins; the other gets ValueError and changes nothing.
+        claimed = AgentTurn.objects.filter(pk=resume.turn_id, status=TurnStatus.PARKED).update(
+            status=TurnStatus.RUNNING
+        )
         turn = AgentTurn.objects.select_related("agent_version").get(pk=resume.turn_id)
-        agent_version = turn.agent_version
-        if turn.status != TurnStatus.PARKED:
+        if not claimed:
             raise ValueError(f"turn {turn.pk} is {turn.status}, not parked")
+        agent_version = turn.agent_version
         history = ModelMessagesTypeAdapter.validate_python(turn.messages)
         deferred = DeferredToolResults()
         for entry in turn.pending:
@@ -177,8 +184,6 @@ def run_agent_turn(
                 deferred.approvals[entry["tool_call_id"]] = ToolApproved(
                     override_args=answer.arguments
                 )
-        turn.status = TurnStatus.RUNNING
-        turn.save(update_fields=["status", "updated_at"])
     else:
         turn = AgentTurn.objects.create(
             agent_version=agent_version,

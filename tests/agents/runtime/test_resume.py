@@ -123,3 +123,12 @@ def test_agent_run_prints_the_transcript_decisions_and_cost(
     assert "echo: allow (rule grant.effect)" in out
     assert "output: Said hi." in out
     assert "cost: $0.000" in out
+
+
+@pytest.mark.django_db
+def test_a_turn_resumes_once(project, admin_user, runtime_tools):
+    turn = park(project, admin_user)
+    resume = Resume(turn_id=turn.pk, decisions={})
+    assert run_agent_turn(agent_version=None, resume=resume).status == "completed"
+    with pytest.raises(ValueError, match="not parked"):
+        run_agent_turn(agent_version=None, resume=resume)
