@@ -1,0 +1,173 @@
+"""Benchmark: the overhead governance adds to an agent turn, per governed call.
+
+The same scripted-model turn (one response proposing 3 built-in tool calls, then a final
+text: 2 model requests + 3 tool calls = 5 governed calls) run
+
+- ``ungoverned``: the raw pydantic-ai agent (the scripted ``FunctionModel`` and the
+  connector toolset executing the same built-in tools), nothing checked or written;
+- ``governed, PII off``: ``run_agent_turn(pii=False)``: the turn row, run cap, decisions
+  with counters, budget reservation/settle, cost ledger, breaker outcomes, audit events;
+- ``governed, PII on``: the same with every prompt, argument and result scanned (Presidio).
+
+Overhead per governed call = (governed turn - ungoverned p50) / 5, reported as p50 and
+p99 over the iterations (``overhead_p50_ms``, ``overhead_p99_ms`` per configuration).
+The issue's target: p50 <= 3 ms and p99 <= 15 ms with PII off on PostgreSQL. Run with
+``DATABASE_URL=postgres://.../bench_governed`` for PostgreSQL (a scratch database).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import percentile, print_table, setup_django  # noqa: E402
+
+SCRIPT = {
+    "responses": [
+        {
+            "tool_calls": [
+                {"name": "echo", "arguments": {"text": "first"}},
+                {"name": "echo", "arguments": {"text": "second"}},
+                {"name": "echo", "arguments": {"text": "third"}},
+            ]
+        },
+        {"text": "Three echoes done."},
+    ]
+}
+GOVERNED_CALLS = 5
+
+
+def build():
+    from agents.services import agent_create, model_endpoint_create, tool_create
+    from controlplane.services import project_create
+    from tests.factories import UserFactory
+
+    user = UserFactory(username="bench")
+    project = project_create(slug="bench", name="Bench", creator=user)
+    model_endpoint_create(
+        project=project,
+        name="scripted",
+        kind="scripted",
+        default_model="scripted-1",
+        price_overrides={"scripted-1": {"input_per_mtok": "1", "output_per_mtok": "2"}},
+        script=SCRIPT,
+    )
+    tool_create(
+        project=project,
+        name="echo",
+        kind="builtin",
+        builtin_name="echo",
+        input_schema={"type": "object", "properties": {"text": {"type": "string"}}},
+    )
+    agent = agent_create(
+        project=project,
+        slug="bench",
+        config={
+            "model_endpoint": "scripted",
+            "model_name": "scripted-1",
+            "instructions": "Echo three times.",
+            "grants": [
+                {"tool": "echo", "rate_limit_calls": 10**9, "rate_limit_window_seconds": 60}
+            ],
+        },
+        actor=user,
+    )
+    return agent.active_version
+
+
+def ungoverned_runner(version):
+    from asgiref.sync import async_to_sync
+    from pydantic_ai import Agent
+
+    from agents.config import parse_script
+    from agents.runtime.scripted import scripted_model
+    from agents.runtime.toolset import ConnectorToolset
+    from agents.runtime.turn import granted_tools
+
+    agent = Agent(
+        scripted_model(script=parse_script(SCRIPT), model_name="scripted-1"),
+        instructions=version.instructions,
+        toolsets=[ConnectorToolset(tools=granted_tools(version))],
+    )
+
+    def run():
+        result = async_to_sync(agent.run)("go")
+        assert result.output == "Three echoes done."
+
+    return run
+
+
+def governed_runner(version, *, pii: bool):
+    from agents.runtime import run_agent_turn
+
+    def run():
+        result = run_agent_turn(agent_version=version, input="go", pii=pii)
+        assert result.status == "completed", result.reason
+
+    return run
+
+
+def timed(run, iterations: int, warmup: int) -> list[float]:
+    for _ in range(warmup):
+        run()
+    out = []
+    for _ in range(iterations):
+        started = time.perf_counter()
+        run()
+        out.append((time.perf_counter() - started) * 1000)
+    return sorted(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--iterations", type=int, default=200)
+    parser.add_argument("--pii-iterations", type=int, default=50)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    backend = setup_django()
+    version = build()
+    baseline = timed(ungoverned_runner(version), args.iterations, args.warmup)
+    base_p50 = percentile(baseline, 0.5)
+    result = {
+        "backend": backend,
+        "governed_calls_per_turn": GOVERNED_CALLS,
+        "ungoverned": {
+            "turn_p50_ms": round(base_p50, 3),
+            "turn_p99_ms": round(percentile(baseline, 0.99), 3),
+        },
+    }
+    configurations = [("governed_pii_off", False, args.iterations)]
+    configurations.append(("governed_pii_on", True, args.pii_iterations))
+    for name, pii, iterations in configurations:
+        times = timed(governed_runner(version, pii=pii), iterations, args.warmup)
+        overhead = [(t - base_p50) / GOVERNED_CALLS for t in times]
+        result[name] = {
+            "turn_p50_ms": round(percentile(times, 0.5), 3),
+            "turn_p99_ms": round(percentile(times, 0.99), 3),
+            "overhead_p50_ms": round(percentile(overhead, 0.5), 3),
+            "overhead_p99_ms": round(percentile(overhead, 0.99), 3),
+            "iterations": iterations,
+        }
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    rows = [("ungoverned turn p50 (ms)", f"{result['ungoverned']['turn_p50_ms']:.3f}")]
+    for name, _, _ in configurations:
+        data = result[name]
+        rows += [
+            (f"{name} turn p50 (ms)", f"{data['turn_p50_ms']:.3f}"),
+            (f"{name} overhead/call p50 (ms)", f"{data['overhead_p50_ms']:.3f}"),
+            (f"{name} overhead/call p99 (ms)", f"{data['overhead_p99_ms']:.3f}"),
+        ]
+    print_table(f"Governed call overhead ({backend}, {GOVERNED_CALLS} calls per turn)", rows)
+
+
+if __name__ == "__main__":
+    main()
