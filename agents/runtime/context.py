@@ -27,7 +27,8 @@ class TurnContext:
     ``run_id`` keys the per-run counters (a standalone turn uses ``turn-<id>``);
     ``events`` is the turn's transcript of decisions and calls (JSON-able dicts, also the
     ``agent_run`` command's output); ``pending`` the calls parked for approval;
-    ``approved`` the pending entries of a resumed turn, by tool call id.
+    ``approved`` the pending entries of a resumed turn, by tool call id; ``depth`` 0 for
+    a turn, 1 for a delegate's turn, and so on.
     """
 
     version: AgentVersion
@@ -37,6 +38,7 @@ class TurnContext:
     step_id: str = ""
     user: Any = None
     pii: bool = True
+    depth: int = 0
     events: list[dict[str, Any]] = field(default_factory=list)
     pending: list[dict[str, Any]] = field(default_factory=list)
     approved: dict[str, dict[str, Any]] = field(default_factory=dict)

@@ -18,6 +18,7 @@ from pydantic_ai.usage import UsageLimits
 from agents.governed import version_policy
 from agents.models import AgentTurn, AgentVersion, Tool, ToolGrant, TurnStatus
 from agents.runtime.context import TurnContext
+from agents.runtime.delegation import DelegateToolset
 from agents.runtime.governed_model import GovernedModel, ModelCallRefused
 from agents.runtime.providers import EndpointUnavailable, provider_model
 from agents.runtime.toolset import ConnectorToolset, GovernedToolset
@@ -74,18 +75,23 @@ def granted_tools(version: AgentVersion) -> dict[str, Tool]:
 def build_agent(ctx: TurnContext, *, governed: bool = True) -> Agent:
     """The pydantic-ai agent of ``ctx.version``: its endpoint's model (``GovernedModel``
     unless ``governed`` is false: benchmarks only), its instructions, its granted tools
-    (``GovernedToolset`` over ``ConnectorToolset``), text or deferred tool calls as output.
+    (``GovernedToolset`` over ``ConnectorToolset``), its delegates as tools
+    (``DelegateToolset``), text or deferred tool calls as output.
     Raises ``EndpointUnavailable``."""
     version = ctx.version
     base = provider_model(endpoint=version.model_endpoint, model_name=version.model_name)
     tools = ConnectorToolset(tools=granted_tools(version), ctx=ctx)
+    delegates = {a.slug: a for a in version.delegates.exclude(active_version=None)}
     settings: dict[str, Any] = {"max_tokens": version.max_output_tokens}
     if version.temperature is not None:
         settings["temperature"] = version.temperature
     return Agent(
         GovernedModel(base, ctx=ctx) if governed else base,
         instructions=version.instructions,
-        toolsets=[GovernedToolset(tools, ctx=ctx) if governed else tools],
+        toolsets=[
+            GovernedToolset(tools, ctx=ctx) if governed else tools,
+            DelegateToolset(ctx=ctx, agents=delegates),
+        ],
         output_type=[str, DeferredToolRequests],
         model_settings=settings,
     )
@@ -145,6 +151,7 @@ def run_agent_turn(
     user=None,
     resume: Resume | None = None,
     pii: bool = True,
+    depth: int = 0,
 ) -> TurnResult:
     """Run one turn of ``agent_version`` on ``input`` through governance and return how it
     ended (``TurnResult``); never raises for a refused or failed call.
@@ -155,9 +162,9 @@ def run_agent_turn(
     a parked turn from the database (its stored messages and pending calls) with the
     approvers' decisions (``agent_version`` and ``input`` are then ignored; raises
     ``ValueError`` when the turn is not parked, e.g. another worker resumed it; a call
-    without a decision is denied). ``pii=False`` skips PII scanning
-    (benchmarks only). Sync: call it from a worker or a management command, not from a
-    running event loop.
+    without a decision is denied). ``pii=False`` skips PII scanning (benchmarks only).
+    ``depth``: set by delegation (``agents.runtime.delegation``). Sync: call it from a
+    worker or a management command, not from a running event loop.
     """
     deferred = None
     history = None
@@ -203,6 +210,7 @@ def run_agent_turn(
         step_id=turn.step_id,
         user=user or turn.user,
         pii=pii,
+        depth=depth,
     )
     if resume is not None:
         ctx.approved = {entry["tool_call_id"]: entry for entry in turn.pending}

@@ -1,0 +1,112 @@
+"""Delegate agents exposed as tools: an agent version's ``delegates`` become tools
+``delegate_<slug>`` whose call runs one governed turn of the delegate's active version in the
+same run (``run_agent_turn`` again: its own model calls, tool calls, budgets and audit),
+up to ``MAX_DELEGATION_DEPTH`` levels deep."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from pydantic_ai import RunContext
+from pydantic_ai.tools import ToolDefinition
+from pydantic_ai.toolsets import AbstractToolset
+from pydantic_ai.toolsets.abstract import ToolsetTool
+from pydantic_ai.toolsets.external import TOOL_SCHEMA_VALIDATOR
+
+from agents.models import Agent
+from agents.runtime.context import TurnContext
+from governance.services import audit_record
+
+# A delegate's delegates count one level deeper; a call past this depth is refused.
+MAX_DELEGATION_DEPTH = 3
+INPUT_SCHEMA = {
+    "type": "object",
+    "properties": {"input": {"type": "string", "description": "What to ask the agent."}},
+    "required": ["input"],
+    "additionalProperties": False,
+}
+PREFIX = "delegate_"
+
+
+def delegate_tool_name(slug: str) -> str:
+    """The tool name of delegate ``slug`` (provider tool names allow ``[A-Za-z0-9_-]``)."""
+    return f"{PREFIX}{slug}"
+
+
+@dataclass
+class DelegateToolset(AbstractToolset[Any]):
+    """One tool per delegate agent of ``ctx.version`` (those with an active version)."""
+
+    ctx: TurnContext
+    agents: dict[str, Agent] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str | None:
+        return "controlplane-delegates"
+
+    async def get_tools(self, ctx: RunContext[Any]) -> dict[str, ToolsetTool[Any]]:
+        return {
+            delegate_tool_name(slug): ToolsetTool(
+                toolset=self,
+                tool_def=ToolDefinition(
+                    name=delegate_tool_name(slug),
+                    description=(
+                        f"Ask the agent {slug} and get its answer. {agent.description}".strip()
+                    ),
+                    parameters_json_schema=INPUT_SCHEMA,
+                ),
+                max_retries=1,
+                args_validator=TOOL_SCHEMA_VALIDATOR,
+            )
+            for slug, agent in self.agents.items()
+        }
+
+    async def call_tool(self, name: str, tool_args: dict[str, Any], ctx, tool) -> Any:
+        return await sync_to_async(self._delegate)(
+            name.removeprefix(PREFIX), tool_args, ctx.tool_call_id or ""
+        )
+
+    def _delegate(self, slug: str, arguments: dict, tool_call_id: str) -> str:
+        from agents.runtime.turn import run_agent_turn
+
+        turn = self.ctx
+        text = arguments.get("input") if isinstance(arguments, dict) else None
+        if not isinstance(text, str) or not text:
+            return "REFUSED: give the delegate's input as a non-empty string `input`."
+        data = {"delegate": slug, "tool_call_id": tool_call_id, "turn_id": turn.turn.pk}
+        if turn.depth + 1 > MAX_DELEGATION_DEPTH:
+            audit_record(
+                action="agent.delegation.refused",
+                obj=turn.version,
+                project=turn.project,
+                data={**data, "rule": "delegation.max_depth", "depth": turn.depth + 1},
+            )
+            turn.events.append({"event": "agent.delegation.refused", **data})
+            return (
+                f"REFUSED by governance policy (rule delegation.max_depth): delegation "
+                f"deeper than {MAX_DELEGATION_DEPTH} levels."
+            )
+        agent = Agent.objects.select_related("active_version").get(pk=self.agents[slug].pk)
+        result = run_agent_turn(
+            agent_version=agent.active_version,
+            input=text,
+            run_id=turn.run_id,
+            step_id=turn.step_id,
+            user=turn.user,
+            pii=turn.pii,
+            depth=turn.depth + 1,
+        )
+        turn.cost_usd += result.cost_usd
+        data.update(child_turn_id=result.turn_id, status=result.status, rule=result.rule)
+        audit_record(action="agent.delegated", obj=turn.version, project=turn.project, data=data)
+        turn.events.append({"event": "agent.delegated", **data})
+        if result.status == "completed":
+            return result.output
+        if result.status == "parked":
+            return (
+                f"The agent {slug} is waiting for a human approval (turn {result.turn_id}); "
+                "its answer is not available in this turn."
+            )
+        return f"The agent {slug} failed: {result.reason}"
