@@ -9,6 +9,7 @@ version, so the active version stays the last good one.
 from __future__ import annotations
 
 import difflib
+import time
 from datetime import datetime
 from typing import Any
 
@@ -106,6 +107,8 @@ def _activate(*, policy: Policy, version: PolicyVersion, actor) -> None:
     previous = policy.active_version
     policy.active_version = version
     policy.save(update_fields=["active_version", "updated_at"])
+    forget_cached_policies(policy.project_id)
+    transaction.on_commit(lambda: forget_cached_policies(policy.project_id))
     PolicyActivation.objects.create(policy=policy, version=version, activated_by=_user(actor))
     audit_record(
         action="policy.activated",
@@ -168,6 +171,33 @@ def effective_policy(*, project_id: int, policy_id: int | None = None) -> Policy
     if version is not None:
         version.policy = policy
     return policy_snapshot(version)
+
+
+AUDIT_POLICY_CACHE_SECONDS = 1.0
+_audit_policies: dict[int, tuple[float, PolicySnapshot]] = {}
+
+
+def audit_policy(*, project_id: int) -> PolicySnapshot:
+    """``effective_policy(project_id=...)`` for the audit log's PII scan, kept per process
+    for at most ``AUDIT_POLICY_CACHE_SECONDS``: every audit event needs it, and reading it
+    each time was about a quarter of a governed call's cost. Activating a version in
+    this process forgets the project's entry at once (and again at commit); another
+    process sees the change within the TTL."""
+    cached = _audit_policies.get(project_id)
+    now = time.monotonic()
+    if cached is not None and now - cached[0] < AUDIT_POLICY_CACHE_SECONDS:
+        return cached[1]
+    snapshot = effective_policy(project_id=project_id)
+    _audit_policies[project_id] = (now, snapshot)
+    return snapshot
+
+
+def forget_cached_policies(project_id: int | None = None) -> None:
+    """Drop the cached audit policy of ``project_id`` (all projects when None)."""
+    if project_id is None:
+        _audit_policies.clear()
+    else:
+        _audit_policies.pop(project_id, None)
 
 
 def policy_version_active_at(*, policy: Policy, at: datetime) -> PolicyVersion | None:

@@ -54,10 +54,10 @@ def audit_data_scan(data: dict[str, Any], *, project: Any) -> dict[str, Any]:
     if not data:
         return data
     from governance.pii import scan_data
-    from governance.policies import effective_policy
+    from governance.policies import audit_policy
 
     try:
-        policy = effective_policy(project_id=project.pk) if project is not None else None
+        policy = audit_policy(project_id=project.pk) if project is not None else None
         rules = policy.document.pii_policy if policy is not None else None
     except Exception as exc:  # noqa: BLE001 - no policy, no plain data
         return {"withheld": f"the PII policy could not be read ({type(exc).__name__})"}

@@ -48,6 +48,17 @@ def _audit_triggers_off_for_flush(request):
             cursor.execute("SET session_replication_role = replica")
 
 
+@pytest.fixture(autouse=True)
+def _no_cached_policies():
+    """Per-process policy caches must not carry one test's policy into the next (SQLite
+    reuses primary keys after a rollback)."""
+    from governance.policies import forget_cached_policies
+
+    forget_cached_policies()
+    yield
+    forget_cached_policies()
+
+
 @pytest.fixture
 def on_postgres() -> bool:
     return connection.vendor == "postgresql"

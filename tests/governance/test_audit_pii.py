@@ -61,3 +61,15 @@ def test_a_failing_scan_withholds_the_data(project, audit_policy, settings):
     assert set(event.data) == {"withheld"}
     assert "PII scan failed" in event.data["withheld"]
     assert "Jane" not in str(event.data)
+
+
+def test_the_audit_policy_is_cached_briefly_and_forgotten_on_activation(project, admin_user):
+    from governance.policies import audit_policy
+
+    first = audit_policy(project_id=project.pk)
+    assert audit_policy(project_id=project.pk) is first  # within the TTL: no query
+    policy = policy_create(project=project, slug="default", actor=admin_user)
+    version = policy_version_create(
+        policy=policy, document="pii:\n  audit:\n    EMAIL_ADDRESS: {action: redact}\n"
+    )
+    assert audit_policy(project_id=project.pk).version_id == version.pk
