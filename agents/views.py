@@ -48,27 +48,9 @@ from agents.selectors import (
 from controlplane.forms import add_service_errors
 from controlplane.htmx import is_partial_request, render_page
 from controlplane.models import Project, Role
-from controlplane.permissions import check_project_access, get_project_or_404
-from controlplane.shell import get_shell, project_page, set_current_project
+from controlplane.shell import acting_project, project_page
 
 # --- Shared helpers ---------------------------------------------------------------------------
-
-
-def _acting_project(request: HttpRequest, project: Project) -> tuple[Project, Role]:
-    """The project a POST acts on, after checking the operator role in it (403 below).
-
-    Forms carry the project they were rendered for (hidden ``project``), so a write never
-    lands in another project because the user switched projects in another tab meanwhile.
-    A project the user is not a member of is a 404; another project of theirs becomes the
-    current one (the redirect after the write shows it).
-    """
-    slug = request.POST.get("project") or project.slug
-    if slug != project.slug:
-        project, _ = get_project_or_404(user=request.user, slug=slug)
-    role = check_project_access(user=request.user, project=project, role=Role.OPERATOR)
-    if slug != get_shell(request).current_project.slug:
-        set_current_project(request, project)
-    return project, role
 
 
 def _done(request: HttpRequest, url: str, notice: str) -> HttpResponse:
@@ -146,7 +128,7 @@ def agent_create(request: HttpRequest, *, project: Project, role: Role) -> HttpR
     """A new agent from a draft: ``agent_create`` makes and activates version 1. On error
     nothing is saved and each message is shown next to its input."""
     if request.method == "POST":
-        project, role = _acting_project(request, project)
+        project, role = acting_project(request, project, role=Role.OPERATOR)
         draft = AgentDraft.build(AgentCreateForm, project=project, data=request.POST)
         if draft.is_valid():
             try:
@@ -175,7 +157,7 @@ def agent_edit(request: HttpRequest, slug: str, *, project: Project, role: Role)
     """A new version from a draft pre-filled with the active version (versions never change).
     On error the active version stays and the messages are shown in place."""
     if request.method == "POST":
-        project, role = _acting_project(request, project)
+        project, role = acting_project(request, project, role=Role.OPERATOR)
     agent = _agent_or_404(project, slug)
     base = agent.active_version
     snapshot = version_snapshot(base) if base is not None else None
@@ -336,7 +318,7 @@ def agent_version_activate(
     """Make a version active (a rollback when older). GET is the confirmation page used
     without JavaScript; with htmx the button confirms with ``hx-confirm`` and POSTs."""
     if request.method == "POST":
-        project, role = _acting_project(request, project)
+        project, role = acting_project(request, project, role=Role.OPERATOR)
     agent = _agent_or_404(project, slug)
     version = get_object_or_404(versions_for_agent(agent), number=number)
     if request.method == "GET":
@@ -450,7 +432,7 @@ def tool_create(request: HttpRequest, *, project: Project, role: Role) -> HttpRe
     """A new HTTP or built-in tool; JSON and schema errors are shown next to the schema."""
     form = ToolCreateForm(request.POST or None)
     if request.method == "POST":
-        project, role = _acting_project(request, project)
+        project, role = acting_project(request, project, role=Role.OPERATOR)
         if form.is_valid():
             try:
                 tool = services.tool_create(project=project, **form.service_fields())
@@ -486,7 +468,7 @@ def mcp_server_list(request: HttpRequest, *, project: Project, role: Role) -> Ht
     """MCP servers of the project and a form to add one (operators)."""
     form = MCPServerCreateForm(request.POST or None)
     if request.method == "POST":
-        project, role = _acting_project(request, project)
+        project, role = acting_project(request, project, role=Role.OPERATOR)
         if form.is_valid() and _may_add_server(form, role):
             try:
                 server = services.mcp_server_create(project=project, **form.cleaned_data)
@@ -518,7 +500,7 @@ def _names(value: Any) -> list[str]:
 @require_POST
 def mcp_server_sync(request: HttpRequest, pk: int, *, project: Project, role: Role) -> HttpResponse:
     """Import the server's tools now; htmx gets the server's row with the result."""
-    project, role = _acting_project(request, project)
+    project, role = acting_project(request, project, role=Role.OPERATOR)
     server = get_object_or_404(mcp_servers_for_project(project), pk=pk)
     # The connectors load MCP clients: imported on use.
     from agents.connectors import StdioCommandNotAllowedError, SyncResult
@@ -558,7 +540,7 @@ def model_endpoint_list(request: HttpRequest, *, project: Project, role: Role) -
     """Model endpoints and a form to add one. The API key is write-only: never rendered."""
     form = ModelEndpointCreateForm(request.POST or None)
     if request.method == "POST":
-        project, role = _acting_project(request, project)
+        project, role = acting_project(request, project, role=Role.OPERATOR)
         if form.is_valid():
             try:
                 endpoint = services.model_endpoint_create(project=project, **form.service_fields())
@@ -582,7 +564,7 @@ def model_endpoint_test(
     request: HttpRequest, pk: int, *, project: Project, role: Role
 ) -> HttpResponse:
     """Try the endpoint's credentials and list its models; htmx gets the row with the result."""
-    project, role = _acting_project(request, project)
+    project, role = acting_project(request, project, role=Role.OPERATOR)
     endpoint = get_object_or_404(model_endpoints_for_project(project), pk=pk)
     from agents.connectors import model_endpoint_test as connection_test
 

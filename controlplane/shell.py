@@ -15,7 +15,7 @@ from django.urls import reverse
 from controlplane.extensions import nav_badge
 from controlplane.forms import ProjectCreateForm
 from controlplane.models import Project, Role
-from controlplane.permissions import get_project_or_404
+from controlplane.permissions import check_project_access, get_project_or_404
 from controlplane.selectors import projects_for_user, roles_by_project
 
 SESSION_PROJECT_KEY = "project_slug"
@@ -139,6 +139,25 @@ def set_current_project(request: HttpRequest, project: Project) -> None:
     """Remember ``project`` as the user's current project for this session."""
     request.session[SESSION_PROJECT_KEY] = project.slug
     request.__dict__.pop("_controlplane_shell", None)
+
+
+def acting_project(request: HttpRequest, project: Project, *, role: Role) -> tuple[Project, Role]:
+    """The project a request acts on, after checking ``role`` in it: 404 outside it, 403
+    below the role. Returns the project and the user's role there.
+
+    Forms carry the project they were rendered for (hidden ``project`` in POST; a page
+    may name it as ``?project=`` in GET), so a write never lands in another project
+    because the user switched projects in another tab meanwhile. Another project of the
+    user's becomes the current one (the page or redirect after the write shows it).
+    """
+    source = request.POST if request.method == "POST" else request.GET
+    slug = source.get("project") or project.slug
+    if slug != project.slug:
+        project, _ = get_project_or_404(user=request.user, slug=slug)
+    actual = check_project_access(user=request.user, project=project, role=role)
+    if slug != get_shell(request).current_project.slug:
+        set_current_project(request, project)
+    return project, actual
 
 
 def project_page(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:

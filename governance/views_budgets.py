@@ -23,8 +23,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from controlplane.forms import add_service_errors
 from controlplane.htmx import render_page
 from controlplane.models import Project, Role
-from controlplane.permissions import check_project_access, get_project_or_404
-from controlplane.shell import get_shell, project_page, set_current_project
+from controlplane.shell import acting_project, project_page
 from governance import selectors, services
 from governance.budgets import BudgetUsage, period_bounds
 from governance.forms_budgets import BudgetForm, CostFilterForm
@@ -34,19 +33,6 @@ COST_PAGE_SIZE = 50
 RECENT_PERIODS = 12
 RECENT_ALERTS = 20
 BREAKDOWN_ROWS = 5
-
-
-def _named_project(request: HttpRequest, project: Project, *, role: Role) -> tuple[Project, Role]:
-    """The project named by the request (``project`` in POST, else in the query string),
-    else the current one; checks ``role`` in it (404 outside it, 403 below the role)."""
-    source = request.POST if request.method == "POST" else request.GET
-    slug = source.get("project") or project.slug
-    if slug != project.slug:
-        project, _ = get_project_or_404(user=request.user, slug=slug)
-    actual = check_project_access(user=request.user, project=project, role=role)
-    if slug != get_shell(request).current_project.slug:
-        set_current_project(request, project)
-    return project, actual
 
 
 def _budget_or_404(project: Project, name: str) -> Budget:
@@ -79,7 +65,7 @@ def _can_edit(role: Role) -> bool:
 def budget_list(request: HttpRequest, *, project: Project, role: Role) -> HttpResponse:
     """The project's budgets with usage bars for the current period (spent, reserved by
     calls in flight, limit). htmx requests (the table refreshes itself) get the table only."""
-    project, role = _named_project(request, project, role=Role.VIEWER)
+    project, role = acting_project(request, project, role=Role.VIEWER)
     rows = [
         {"budget": budget, "usage": _usage_of(budget, project)}
         for budget in selectors.budgets_for_project(project)
@@ -94,7 +80,7 @@ def budget_list(request: HttpRequest, *, project: Project, role: Role) -> HttpRe
 @require_http_methods(["GET", "POST"])
 def budget_create(request: HttpRequest, *, project: Project, role: Role) -> HttpResponse:
     """A new budget (admins). Errors are shown next to their fields; nothing is saved."""
-    project, role = _named_project(
+    project, role = acting_project(
         request, project, role=Role.ADMIN if request.method == "POST" else Role.VIEWER
     )
     form = BudgetForm(request.POST or None, project=project)
@@ -116,7 +102,7 @@ def budget_create(request: HttpRequest, *, project: Project, role: Role) -> Http
 @project_page
 def budget_detail(request: HttpRequest, name: str, *, project: Project, role: Role) -> HttpResponse:
     """One budget: usage this period, reservations in flight, recent periods and alerts."""
-    project, role = _named_project(request, project, role=Role.VIEWER)
+    project, role = acting_project(request, project, role=Role.VIEWER)
     budget = get_object_or_404(selectors.budgets_for_project(project), name=name)
     usage = _usage_of(budget, project)
     periods = [
@@ -143,7 +129,7 @@ def budget_detail(request: HttpRequest, name: str, *, project: Project, role: Ro
 @require_http_methods(["GET", "POST"])
 def budget_edit(request: HttpRequest, name: str, *, project: Project, role: Role) -> HttpResponse:
     """Change a budget's name, limit, hardness, thresholds or active flag (admins)."""
-    project, role = _named_project(
+    project, role = acting_project(
         request, project, role=Role.ADMIN if request.method == "POST" else Role.VIEWER
     )
     budget = _budget_or_404(project, name)
@@ -182,7 +168,7 @@ def budget_deactivate(
     request: HttpRequest, name: str, *, project: Project, role: Role
 ) -> HttpResponse:
     """Stop applying a budget to new calls (admins); its history stays."""
-    project, role = _named_project(request, project, role=Role.ADMIN)
+    project, role = acting_project(request, project, role=Role.ADMIN)
     budget = services.budget_deactivate(budget=_budget_or_404(project, name))
     messages.success(
         request, f"Budget {budget.name} is inactive: new calls no longer count against it."
@@ -198,7 +184,7 @@ def cost_list(request: HttpRequest, *, project: Project, role: Role) -> HttpResp
     """The cost ledger, newest first, 50 entries a page (keyset by entry id), with filters
     (agent, model, user, kind, dates in the project's time zone) and the totals of what
     the filters match. htmx requests get the results only."""
-    project, role = _named_project(request, project, role=Role.VIEWER)
+    project, role = acting_project(request, project, role=Role.VIEWER)
     entries = selectors.cost_entries_for_project(project)
     form = CostFilterForm(request.GET or None, project=project, entries=entries)
     context = {

@@ -17,8 +17,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from controlplane.forms import add_service_errors
 from controlplane.models import Project, Role
-from controlplane.permissions import check_project_access, get_project_or_404
-from controlplane.shell import project_page
+from controlplane.shell import acting_project, project_page
 from governance import selectors, services
 from governance.models import Policy
 from governance.policies import DEFAULT_POLICY_SLUG, validate_policy_text
@@ -42,16 +41,6 @@ class PolicyVersionForm(forms.Form):
     change_note = forms.CharField(max_length=500, required=False)
 
 
-def _acting_project(request: HttpRequest, project: Project) -> Project:
-    """The project a POST acts on (the hidden ``project`` field, so a write never lands in
-    a project switched to in another tab), after checking the admin role (403)."""
-    slug = request.POST.get("project") or project.slug
-    if slug != project.slug:
-        project, _ = get_project_or_404(user=request.user, slug=slug)
-    check_project_access(user=request.user, project=project, role=Role.ADMIN)
-    return project
-
-
 def _document_errors(error: ValidationError) -> list[dict[str, str]]:
     """``[{"path", "message"}]`` from a policy ``ValidationError`` (keys ``document.<path>``)."""
     rows = []
@@ -67,7 +56,7 @@ def policy_list(request: HttpRequest, *, project: Project, role: Role) -> HttpRe
     """The project's policies; admins create one here."""
     form = PolicyCreateForm(initial={"slug": DEFAULT_POLICY_SLUG})
     if request.method == "POST":
-        project = _acting_project(request, project)
+        project, _ = acting_project(request, project, role=Role.ADMIN)
         form = PolicyCreateForm(request.POST)
         if form.is_valid():
             try:
@@ -101,7 +90,7 @@ def _policy_or_404(project: Project, slug: str) -> Policy:
 def policy_detail(request: HttpRequest, slug: str, *, project: Project, role: Role) -> HttpResponse:
     """The active version, the editor (saves a new version) and the version history."""
     if request.method == "POST":
-        project = _acting_project(request, project)
+        project, _ = acting_project(request, project, role=Role.ADMIN)
     policy = _policy_or_404(project, slug)
     active = policy.active_version
     form = PolicyVersionForm(
@@ -194,7 +183,7 @@ def policy_version_activate(
     request: HttpRequest, slug: str, number: int, *, project: Project, role: Role
 ) -> HttpResponse:
     """Make a version active (a rollback when older); the button confirms first."""
-    project = _acting_project(request, project)
+    project, _ = acting_project(request, project, role=Role.ADMIN)
     policy = _policy_or_404(project, slug)
     version = get_object_or_404(policy.versions, number=number)
     previous = policy.active_version
