@@ -18,7 +18,6 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, serializers, status
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
-from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 
 from agents import selectors, services
@@ -54,20 +53,9 @@ from agents.models import (
     Tool,
     mcp_server_write_role,
 )
-from controlplane.api.base import ProjectScopedViewSet, request_token
+from controlplane.api.base import ProjectCursorPagination, ProjectScopedViewSet, request_token
 from controlplane.models import Role, TokenScope
 from controlplane.permissions import check_project_access
-
-
-class RegistryCursorPagination(CursorPagination):
-    """Cursor pages; the order is the view's ``ordering`` (or ``?ordering=``), whose first
-    field should be unique so pages stay stable while rows are added."""
-
-    page_size = 50
-    page_size_query_param = "page_size"
-    max_page_size = 200
-    ordering = "pk"
-
 
 # Request fields of agent and version writes; any other error key is a config path.
 _REQUEST_FIELDS = {"slug", "description", "change_note", "config", "changes", NON_FIELD_ERRORS}
@@ -127,7 +115,7 @@ class ModelEndpointViewSet(
     filterset_class = ModelEndpointFilter
     ordering_fields = ["name", "created_at", "updated_at"]
     ordering = ["name"]
-    pagination_class = RegistryCursorPagination
+    pagination_class = ProjectCursorPagination
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
@@ -172,7 +160,7 @@ class MCPServerViewSet(
     filterset_class = MCPServerFilter
     ordering_fields = ["name", "created_at", "last_synced_at"]
     ordering = ["name"]
-    pagination_class = RegistryCursorPagination
+    pagination_class = ProjectCursorPagination
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
@@ -230,7 +218,7 @@ class ToolViewSet(
     filterset_class = ToolFilter
     ordering_fields = ["name", "created_at", "updated_at"]
     ordering = ["name"]
-    pagination_class = RegistryCursorPagination
+    pagination_class = ProjectCursorPagination
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
@@ -282,7 +270,7 @@ class AgentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScop
     filterset_class = AgentFilter
     ordering_fields = ["slug", "created_at", "updated_at"]
     ordering = ["slug"]
-    pagination_class = RegistryCursorPagination
+    pagination_class = ProjectCursorPagination
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
@@ -412,7 +400,7 @@ class AgentVersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Proj
     filterset_class = AgentVersionFilter
     ordering_fields = ["number", "created_at"]
     ordering = ["-number"]
-    pagination_class = RegistryCursorPagination
+    pagination_class = ProjectCursorPagination
 
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)

@@ -14,10 +14,9 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema
 from rest_framework import mixins, serializers, status
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
-from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 
-from controlplane.api.base import ProjectScopedViewSet
+from controlplane.api.base import ProjectCursorPagination, ProjectScopedViewSet
 from controlplane.models import Role
 from governance import selectors, services
 from governance.budgets import COST_GROUPS, BudgetUsage, period_bounds
@@ -34,13 +33,6 @@ from governance.models import (
 
 def _usd_field(**kwargs) -> serializers.DecimalField:
     return serializers.DecimalField(**USD_DIGITS, coerce_to_string=True, **kwargs)
-
-
-class LedgerCursorPagination(CursorPagination):
-    page_size = 50
-    page_size_query_param = "page_size"
-    max_page_size = 200
-    ordering = "-id"
 
 
 # --- budgets ----------------------------------------------------------------------------------
@@ -146,7 +138,7 @@ class BudgetViewSet(
     filterset_class = BudgetFilter
     ordering_fields = ["name", "created_at", "limit_usd"]
     ordering = ["name"]
-    pagination_class = LedgerCursorPagination
+    pagination_class = ProjectCursorPagination
     action_roles = {
         "create": Role.ADMIN,
         "update": Role.ADMIN,
@@ -218,7 +210,7 @@ class BudgetReservationViewSet(
     filterset_class = BudgetReservationFilter
     ordering_fields = ["id", "created_at", "expires_at"]
     ordering = ["-id"]
-    pagination_class = LedgerCursorPagination
+    pagination_class = ProjectCursorPagination
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
@@ -297,7 +289,7 @@ class CostEntryViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Project
     filterset_class = CostEntryFilter
     ordering_fields = ["occurred_at", "cost_usd", "id"]
     ordering = ["-occurred_at", "-id"]
-    pagination_class = LedgerCursorPagination
+    pagination_class = ProjectCursorPagination
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):

@@ -7,7 +7,6 @@ without saving (viewer, read scope).
 
 from __future__ import annotations
 
-from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
 from django.shortcuts import get_object_or_404
 from django.utils.dateparse import parse_datetime
@@ -16,22 +15,14 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, serializers, status
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
-from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 
-from controlplane.api.base import ProjectScopedViewSet
+from controlplane.api.base import ProjectCursorPagination, ProjectScopedViewSet
 from controlplane.models import Role, TokenScope
 from governance import selectors, services
 from governance.filters import PolicyFilter, PolicyVersionFilter
 from governance.models import Policy, PolicyVersion
 from governance.policies import validate_policy_text
-
-
-class PolicyCursorPagination(CursorPagination):
-    page_size = 50
-    page_size_query_param = "page_size"
-    max_page_size = 200
-    ordering = "pk"
 
 
 class PolicySerializer(serializers.ModelSerializer):
@@ -97,10 +88,6 @@ class PolicyDiffSerializer(serializers.Serializer):
     changes = serializers.ListField(child=serializers.DictField())
 
 
-def _drf_error(exc: DjangoValidationError) -> ValidationError:
-    return ValidationError(exc.message_dict if hasattr(exc, "error_dict") else exc.messages)
-
-
 class PolicyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScopedViewSet):
     """A project's policies. The one with slug ``default`` applies to every agent that
     names no other policy; POST creates a policy (optionally with its first version)."""
@@ -111,7 +98,7 @@ class PolicyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectSco
     filterset_class = PolicyFilter
     ordering_fields = ["slug", "created_at", "updated_at"]
     ordering = ["slug"]
-    pagination_class = PolicyCursorPagination
+    pagination_class = ProjectCursorPagination
     action_roles = {"create": Role.ADMIN, "validate": Role.VIEWER}
     action_scopes = {"validate": TokenScope.READ}
 
@@ -125,23 +112,20 @@ class PolicyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectSco
         serializer = PolicyCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        try:
-            with transaction.atomic():
-                policy = services.policy_create(
-                    project=self.project,
-                    slug=data["slug"],
-                    description=data.get("description", ""),
+        with transaction.atomic():
+            policy = services.policy_create(
+                project=self.project,
+                slug=data["slug"],
+                description=data.get("description", ""),
+                actor=request.user,
+            )
+            if "document" in data:
+                services.policy_version_create(
+                    policy=policy,
+                    document=data["document"],
+                    change_note=data.get("change_note", ""),
                     actor=request.user,
                 )
-                if "document" in data:
-                    services.policy_version_create(
-                        policy=policy,
-                        document=data["document"],
-                        change_note=data.get("change_note", ""),
-                        actor=request.user,
-                    )
-        except DjangoValidationError as exc:
-            raise _drf_error(exc) from exc
         return Response(PolicySerializer(policy).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=PolicyValidateSerializer, responses=PolicyValidationResultSerializer)
@@ -151,10 +135,7 @@ class PolicyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectSco
         problem keyed by path (``document.caps.max_steps_per_run``)."""
         serializer = PolicyValidateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        try:
-            parsed = validate_policy_text(serializer.validated_data["document"])
-        except DjangoValidationError as exc:
-            raise _drf_error(exc) from exc
+        parsed = validate_policy_text(serializer.validated_data["document"])
         return Response({"valid": True, "spec": parsed.spec})
 
     @extend_schema(
@@ -212,7 +193,7 @@ class PolicyVersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Pro
     filterset_class = PolicyVersionFilter
     ordering_fields = ["number", "created_at"]
     ordering = ["-number"]
-    pagination_class = PolicyCursorPagination
+    pagination_class = ProjectCursorPagination
     action_roles = {"create": Role.ADMIN, "activate": Role.ADMIN}
 
     def initial(self, request, *args, **kwargs):
@@ -237,16 +218,13 @@ class PolicyVersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Pro
         serializer = PolicyVersionCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        try:
-            version = services.policy_version_create(
-                policy=self.policy,
-                document=data["document"],
-                change_note=data.get("change_note", ""),
-                activate=data["activate"],
-                actor=request.user,
-            )
-        except DjangoValidationError as exc:
-            raise _drf_error(exc) from exc
+        version = services.policy_version_create(
+            policy=self.policy,
+            document=data["document"],
+            change_note=data.get("change_note", ""),
+            activate=data["activate"],
+            actor=request.user,
+        )
         context = {
             **super().get_serializer_context(),
             "active_version_id": self.policy.active_version_id,
