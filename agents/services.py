@@ -21,6 +21,7 @@ from agents.models import (
     ToolKind,
 )
 from agents.selectors import config_diff, version_snapshot
+from controlplane.context import signed_in_user
 from controlplane.secrets import encrypt_secret
 from governance.models import Budget, BudgetScope, Policy
 from governance.services import audit_record
@@ -277,7 +278,7 @@ def _create_version(
         policy=policy,
         budget=budget,
         change_note=change_note,
-        created_by=actor if getattr(actor, "is_authenticated", False) else None,
+        created_by=signed_in_user(actor),
     )
     version.full_clean(exclude=["agent"])
     version.save()
@@ -307,7 +308,7 @@ def _activate(*, agent: Agent, version: AgentVersion, actor) -> None:
     AgentActivation.objects.create(
         agent=agent,
         version=version,
-        activated_by=actor if getattr(actor, "is_authenticated", False) else None,
+        activated_by=signed_in_user(actor),
     )
     audit_record(
         action="agent.version.activated",
@@ -331,7 +332,7 @@ def agent_create(
         project=project,
         slug=slug,
         description=description,
-        owner=actor if getattr(actor, "is_authenticated", False) else None,
+        owner=signed_in_user(actor),
     )
     agent.full_clean()
     agent.save()

@@ -98,6 +98,12 @@ def actor_for_request(request: Any) -> Actor | None:
     return Actor(kind=ACTOR_USER, name=user.get_username(), user_id=user.pk, ref=str(user.pk))
 
 
+def signed_in_user(actor: Any) -> Any:
+    """``actor`` when it is a signed-in user (for ``created_by``-style columns), else None
+    (anonymous users, system callers, ``None``)."""
+    return actor if getattr(actor, "is_authenticated", False) else None
+
+
 def current_actor() -> Actor:
     """The explicit actor if one is bound, else the request's user, else ``SYSTEM``."""
     actor = _actor.get()

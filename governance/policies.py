@@ -17,15 +17,12 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Max, QuerySet
 
+from controlplane.context import signed_in_user
 from governance.engine import PolicySnapshot
 from governance.models import Policy, PolicyActivation, PolicyVersion
 from governance.policy import PolicyDocumentError, document_from_spec, parse_policy_text
 
 DEFAULT_POLICY_SLUG = "default"
-
-
-def _user(actor) -> Any:
-    return actor if getattr(actor, "is_authenticated", False) else None
 
 
 def policy_validation_error(
@@ -88,7 +85,7 @@ def policy_version_create(
         document=document,
         spec=parsed.spec,
         change_note=change_note,
-        created_by=_user(actor),
+        created_by=signed_in_user(actor),
     )
     audit_record(
         action="policy.version.created",
@@ -109,7 +106,9 @@ def _activate(*, policy: Policy, version: PolicyVersion, actor) -> None:
     policy.save(update_fields=["active_version", "updated_at"])
     forget_cached_policies(policy.project_id)
     transaction.on_commit(lambda: forget_cached_policies(policy.project_id))
-    PolicyActivation.objects.create(policy=policy, version=version, activated_by=_user(actor))
+    PolicyActivation.objects.create(
+        policy=policy, version=version, activated_by=signed_in_user(actor)
+    )
     audit_record(
         action="policy.activated",
         obj=policy,
