@@ -12,7 +12,12 @@ from governance.services import audit_record
 
 @transaction.atomic
 def approval_request_create(
-    *, project_id: int, summary: str, payload: dict[str, Any], approver_role: str | None = None
+    *,
+    project_id: int,
+    summary: str,
+    payload: dict[str, Any],
+    approver_role: str | None = None,
+    **_extra: Any,
 ) -> int:
     """Create a pending ``ApprovalRequest`` (the runtime reaches this through
     ``governance.approval_port``) and return its id. ``approver_role`` is kept in the

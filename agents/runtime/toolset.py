@@ -200,8 +200,14 @@ class GovernedToolset(WrapperToolset[Any]):
                 "agent": turn.version.agent.slug,
                 "agent_version": turn.version.number,
                 "run_id": turn.run_id,
+                "step_id": turn.step_id,
             },
             approver_role=decision.approver_role,
+            quorum=decision.approval_quorum or 1,
+            subject_kind="tool_call",
+            risk=self.wrapped.tools[name].risk,
+            requested_by_user_id=getattr(turn.user, "pk", None),
+            agent_version_id=turn.version.pk,
         )
         turn.pending.append(entry)
         raise ApprovalRequired(metadata=entry)
