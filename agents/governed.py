@@ -69,6 +69,8 @@ def tool_call_request(
     usage: dict[str, Any] | None = None,
     now: datetime | None = None,
     policy: PolicySnapshot | None = None,
+    granted: dict[str, ToolGrant] | None = None,
+    user_role: str | None = None,
 ) -> ToolCallRequest:
     """The engine request for ``version`` calling ``tool_name`` with ``arguments``.
 
@@ -76,18 +78,28 @@ def tool_call_request(
     ``run`` is ``{"id", "trace_id", "tool_calls"}``; ``user`` (the user the run acts for)
     gives ``{"username", "role"}`` with the user's role in the project; ``usage`` is
     ``{"cost_usd": str, "tokens": int}`` so far in the run.
+
+    ``granted`` (the version's grants by tool name, with ``tool`` loaded) and
+    ``user_role`` let the runtime read them once per turn instead of once per call (grants
+    are immutable with their version); a name not in ``granted`` is looked up.
     """
     agent = version.agent
-    tool = Tool.objects.filter(project_id=agent.project_id, name=tool_name).first()
-    grant = ToolGrant.objects.filter(agent_version=version, tool=tool).first() if tool else None
+    grant = (granted or {}).get(tool_name)
+    if grant is not None:
+        tool = grant.tool
+    else:
+        tool = Tool.objects.filter(project_id=agent.project_id, name=tool_name).first()
+        grant = ToolGrant.objects.filter(agent_version=version, tool=tool).first() if tool else None
     spec = tool_spec(tool) if tool else ToolSpec(id=0, name=tool_name, input_schema={})
     user_vars = {"username": "", "role": ""}
     if user is not None and getattr(user, "is_authenticated", False):
-        role = (
-            Membership.objects.filter(user=user, project_id=agent.project_id)
-            .values_list("role", flat=True)
-            .first()
-        )
+        role = user_role
+        if role is None:
+            role = (
+                Membership.objects.filter(user=user, project_id=agent.project_id)
+                .values_list("role", flat=True)
+                .first()
+            )
         user_vars = {"username": user.get_username(), "role": role or ""}
     return ToolCallRequest(
         project_id=agent.project_id,

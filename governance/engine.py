@@ -409,7 +409,18 @@ def record_tool_outcome(
     now = now or timezone.now()
     cfg = policy.document.circuit_breaker
     key = breaker_key(tool_id)
-    with transaction.atomic():
+    if ok:
+        # Fast path, one UPDATE: a success inside a closed breaker's current window only
+        # counts (it lowers the error share, so it can never open the breaker).
+        counted = CircuitBreaker.objects.filter(
+            key=key,
+            state=BreakerState.CLOSED,
+            window_started_at__gt=now - timedelta(seconds=cfg.window_seconds),
+        ).update(calls=F("calls") + 1, updated_at=now)
+        if counted:
+            return BreakerState.CLOSED
+    # No savepoint: nothing here catches a database error, it propagates to the caller.
+    with transaction.atomic(savepoint=False):
         breaker, _ = CircuitBreaker.objects.select_for_update().get_or_create(
             key=key,
             defaults={"project_id": project_id, "label": label, "window_started_at": now},

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from django.db import IntegrityError, models, transaction
@@ -13,6 +16,10 @@ from governance.audit_chain import event_hash, mask_secrets, to_json_data
 from governance.models import AuditChainHead, AuditEvent
 
 ACTION_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
+
+
+# Events waiting to be appended by the innermost open ``audit_batch`` (None: no batch).
+_batch: ContextVar[list[AuditEvent] | None] = ContextVar("audit_batch", default=None)
 
 
 class AuditChainBrokenError(RuntimeError):
@@ -117,35 +124,82 @@ def audit_record(
             if project is None and obj._meta.label_lower == "controlplane.project":
                 project = obj
     clean_data = audit_data_scan(mask_secrets(to_json_data(data or {})), project=project)
-
+    event = AuditEvent(
+        occurred_at=timezone.now(),
+        actor_id=actor.user_id,
+        actor_kind=actor.kind,
+        actor_name=actor.name[:200],
+        actor_ref=actor.ref[:64],
+        action=action,
+        object_type=object_type[:100],
+        object_id=object_id[:64],
+        object_repr=mask_secrets(object_repr)[:200],
+        project=project,
+        project_ref=str(project.pk) if project is not None else "",
+        request_id=current_request_id(),
+        trace_id=current_trace_id(),
+        data=clean_data,
+    )
+    pending = _batch.get()
+    if pending is not None:
+        pending.append(event)
+        return event
     with transaction.atomic():
-        head = AuditChainHead.objects.select_for_update().filter(pk=1).first()
-        if head is None:
-            head = _genesis_head()
-        event = AuditEvent(
-            sequence=head.sequence + 1,
-            occurred_at=timezone.now(),
-            actor_id=actor.user_id,
-            actor_kind=actor.kind,
-            actor_name=actor.name[:200],
-            actor_ref=actor.ref[:64],
-            action=action,
-            object_type=object_type[:100],
-            object_id=object_id[:64],
-            object_repr=mask_secrets(object_repr)[:200],
-            project=project,
-            project_ref=str(project.pk) if project is not None else "",
-            request_id=current_request_id(),
-            trace_id=current_trace_id(),
-            data=clean_data,
-            prev_hash=head.hash,
-        )
-        event.hash = event_hash(event.__dict__)
-        event.save()
-        head.sequence = event.sequence
-        head.hash = event.hash
-        head.save(update_fields=["sequence", "hash"])
+        _append_to_chain([event])
     return event
+
+
+def _append_to_chain(events: list[AuditEvent]) -> None:
+    """Give ``events`` their sequence numbers and hashes after the chain head and insert
+    them: one head lock, one INSERT, one head update. Call inside a transaction."""
+    head = AuditChainHead.objects.select_for_update().filter(pk=1).first()
+    if head is None:
+        head = _genesis_head()
+    sequence, prev_hash = head.sequence, head.hash
+    for event in events:
+        sequence += 1
+        event.sequence = sequence
+        event.prev_hash = prev_hash
+        event.hash = prev_hash = event_hash(event.__dict__)
+    if len(events) == 1:
+        events[0].save()
+    else:
+        AuditEvent.objects.bulk_create(events)
+    head.sequence, head.hash = sequence, prev_hash
+    head.save(update_fields=["sequence", "hash"])
+
+
+@contextmanager
+def audit_batch() -> Iterator[None]:
+    """One transaction whose audit events are appended together when it ends.
+
+    Inside, ``audit_record`` scans and stamps each event at once but only buffers it; on a
+    normal exit the buffered events are appended in the order recorded (one chain-head
+    lock, one INSERT, one head update) and the transaction commits with them. On an
+    exception everything rolls back, the events included, and the exception propagates.
+    The head lock is taken last, so the block may lock budget, reservation or counter rows
+    first (the lock order every other writer follows). Nested batches join the outer one.
+
+    The governed call path uses one batch per step of a call (a tool call's decision, its
+    execution outcome, a model call's settlement), so a call's audit events cost one
+    transaction instead of one each. Caveat: an event recorded inside a nested
+    ``transaction.atomic`` block that rolls back while the batch goes on is still
+    appended; record events after the work they describe has succeeded (as the services
+    do).
+    """
+    if _batch.get() is not None:
+        yield
+        return
+    pending: list[AuditEvent] = []
+    token = _batch.set(pending)
+    try:
+        with transaction.atomic():
+            yield
+            _batch.set(None)
+            if pending:
+                _append_to_chain(pending)
+    finally:
+        _batch.reset(token)
 
 
 # Budgets, reservations and the cost ledger live in governance.budgets; re-exported here.

@@ -47,6 +47,12 @@ class TurnContext:
     model_requests: int = 0
     tool_calls: int = 0
     scanned: dict[tuple[str, str], Any] = field(default_factory=dict)
+    # Read once per turn (grants are immutable with their version): the granted tools'
+    # grants by tool name (tool loaded), the user's role in the project, the budgets
+    # that apply to the turn's model calls (None: not read yet).
+    grants: dict[str, Any] = field(default_factory=dict)
+    user_role: str | None = None
+    budgets: list[Any] | None = None
 
     @property
     def project(self):

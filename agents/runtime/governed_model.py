@@ -42,7 +42,7 @@ from governance.budgets import (
     cost_record,
 )
 from governance.pricing import estimate_worst_case_usd, price_usage
-from governance.services import audit_record
+from governance.services import audit_batch, audit_record
 
 REASON_MAX_CHARS = 500
 
@@ -215,9 +215,13 @@ class GovernedModel(WrapperModel):
         from governance.budgets import BudgetExceeded
 
         try:
-            budgets = applicable_budgets(ctx.project, ctx.user, version.budget)
+            if ctx.budgets is None:  # read once per turn
+                ctx.budgets = list(applicable_budgets(ctx.project, ctx.user, version.budget))
             budget_reserve(
-                call_id=call_id, project=ctx.project, budgets=budgets, amount_usd=worst.cost_usd
+                call_id=call_id,
+                project=ctx.project,
+                budgets=ctx.budgets,
+                amount_usd=worst.cost_usd,
             )
         except BudgetExceeded as exc:
             ctx.events.append(
@@ -255,26 +259,8 @@ class GovernedModel(WrapperModel):
             cache_write_tokens=usage.cache_write_tokens,
             override=(endpoint.price_overrides or {}).get(version.model_name),
         )
-        budget_settle(call_id=call_id, actual_usd=priced.cost_usd)
-        cost_record(
-            call_id=call_id,
-            kind="model",
-            project=ctx.project,
-            priced=priced,
-            input_tokens=usage.input_tokens,
-            output_tokens=usage.output_tokens,
-            cache_read_tokens=usage.cache_read_tokens,
-            cache_write_tokens=usage.cache_write_tokens,
-            provider=endpoint_provider(endpoint),
-            model=version.model_name,
-            user=ctx.user if getattr(ctx.user, "pk", None) else None,
-            agent=version.agent,
-            agent_version=version,
-            run_id=ctx.run_id,
-            step_id=ctx.step_id,
-        )
-        ctx.cost_usd += Decimal(priced.cost_usd)
-        ctx.tokens += usage.input_tokens + usage.output_tokens
+        # The response is scanned first (no database), then the settlement, the ledger
+        # entry and the model.call event commit together.
         findings_out: list = []
         refused = None
         if ctx.pii:
@@ -282,27 +268,48 @@ class GovernedModel(WrapperModel):
                 response, findings_out = _scan_response(ctx, response)
             except ModelCallRefused as exc:
                 refused = exc
-        has_calls = any(isinstance(p, ToolCallPart) for p in response.parts)
-        reason = " ".join(p.content for p in response.parts if isinstance(p, TextPart))
-        data = {
-            "call_id": call_id,
-            "turn_id": ctx.turn.pk,
-            "endpoint": endpoint.name,
-            "model": version.model_name,
-            # Tokens under "usage": the audit log masks keys that contain "token".
-            "usage": {
-                "input": usage.input_tokens,
-                "output": usage.output_tokens,
-                "input_estimated": prompt_tokens,
-            },
-            "cost_usd": priced.cost_usd,
-            "latency_ms": round(latency_ms, 3),
-            "tool_calls": [p.tool_name for p in response.parts if isinstance(p, ToolCallPart)],
-            "reason": reason[:REASON_MAX_CHARS] if has_calls and reason else None,
-            "pii_in": sorted({f.entity_type for f in findings_in}),
-            "pii_out": sorted({f.entity_type for f in findings_out}),
-        }
-        audit_record(action="model.call", obj=version, project=ctx.project, data=data)
+        with audit_batch():
+            budget_settle(call_id=call_id, actual_usd=priced.cost_usd)
+            cost_record(
+                call_id=call_id,
+                kind="model",
+                project=ctx.project,
+                priced=priced,
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+                cache_read_tokens=usage.cache_read_tokens,
+                cache_write_tokens=usage.cache_write_tokens,
+                provider=endpoint_provider(endpoint),
+                model=version.model_name,
+                user=ctx.user if getattr(ctx.user, "pk", None) else None,
+                agent=version.agent,
+                agent_version=version,
+                run_id=ctx.run_id,
+                step_id=ctx.step_id,
+            )
+            has_calls = any(isinstance(p, ToolCallPart) for p in response.parts)
+            reason = " ".join(p.content for p in response.parts if isinstance(p, TextPart))
+            data = {
+                "call_id": call_id,
+                "turn_id": ctx.turn.pk,
+                "endpoint": endpoint.name,
+                "model": version.model_name,
+                # Tokens under "usage": the audit log masks keys that contain "token".
+                "usage": {
+                    "input": usage.input_tokens,
+                    "output": usage.output_tokens,
+                    "input_estimated": prompt_tokens,
+                },
+                "cost_usd": priced.cost_usd,
+                "latency_ms": round(latency_ms, 3),
+                "tool_calls": [p.tool_name for p in response.parts if isinstance(p, ToolCallPart)],
+                "reason": reason[:REASON_MAX_CHARS] if has_calls and reason else None,
+                "pii_in": sorted({f.entity_type for f in findings_in}),
+                "pii_out": sorted({f.entity_type for f in findings_out}),
+            }
+            audit_record(action="model.call", obj=version, project=ctx.project, data=data)
+        ctx.cost_usd += Decimal(priced.cost_usd)
+        ctx.tokens += usage.input_tokens + usage.output_tokens
         ctx.events.append({"event": "model.call", **data})
         if refused is not None:
             self._refuse(refused.rule, refused.message)

@@ -31,7 +31,7 @@ from agents.models import Tool
 from agents.runtime.context import TurnContext, args_hash
 from governance.approval_port import approval_request
 from governance.engine import record_tool_outcome
-from governance.services import audit_record
+from governance.services import audit_batch, audit_record
 
 TOOL_MAX_RETRIES = 2
 
@@ -105,23 +105,28 @@ class GovernedToolset(WrapperToolset[Any]):
         turn.events.append({"event": action, **payload})
 
     def _decide(self, name: str, arguments: dict, tool_call_id: str):
+        """Decide the call and audit the decision in one transaction (the counters the
+        decision consumed commit with its audit event)."""
         turn = self.ctx
-        decision = decide_for_version(
-            version=turn.version,
-            tool_name=name,
-            arguments=arguments,
-            run={"id": turn.run_id, "trace_id": "", "tool_calls": turn.tool_calls},
-            user=turn.user,
-            usage={"cost_usd": str(turn.cost_usd), "tokens": turn.tokens},
-            policy=turn.policy,
-        )
-        self._event(
-            "tool.decision",
-            name,
-            tool_call_id,
-            args_hash=args_hash(arguments),
-            **decision.as_data(),
-        )
+        with audit_batch():
+            decision = decide_for_version(
+                version=turn.version,
+                tool_name=name,
+                arguments=arguments,
+                run={"id": turn.run_id, "trace_id": "", "tool_calls": turn.tool_calls},
+                user=turn.user,
+                usage={"cost_usd": str(turn.cost_usd), "tokens": turn.tokens},
+                policy=turn.policy,
+                granted=turn.grants,
+                user_role=turn.user_role,
+            )
+            self._event(
+                "tool.decision",
+                name,
+                tool_call_id,
+                args_hash=args_hash(arguments),
+                **decision.as_data(),
+            )
         return decision
 
     def _call(self, name: str, arguments: dict, tool_call_id: str, approved: bool) -> Any:
@@ -221,13 +226,6 @@ class GovernedToolset(WrapperToolset[Any]):
             timeout_seconds=tool.timeout_seconds,
             idempotency_key=idempotency_key(turn, tool_call_id),
         )
-        record_tool_outcome(
-            tool_id=tool.pk,
-            ok=result.ok,
-            policy=turn.policy,
-            project_id=turn.project.pk,
-            label=tool.name,
-        )
         output: Any = result.output if result.ok else {"error": result.error}
         entities: list[str] = []
         if turn.pii:
@@ -239,13 +237,22 @@ class GovernedToolset(WrapperToolset[Any]):
                 output = refusal("pii.tool_output", ["the result holds data the policy blocks"])
             elif scanned.findings:
                 output = scanned.value_out
-        self._event(
-            "tool.executed",
-            name,
-            tool_call_id,
-            ok=result.ok,
-            error=result.error[:300],
-            duration_ms=result.duration_ms,
-            pii=entities,
-        )
+        # The breaker outcome and the execution's audit event: one transaction.
+        with audit_batch():
+            record_tool_outcome(
+                tool_id=tool.pk,
+                ok=result.ok,
+                policy=turn.policy,
+                project_id=turn.project.pk,
+                label=tool.name,
+            )
+            self._event(
+                "tool.executed",
+                name,
+                tool_call_id,
+                ok=result.ok,
+                error=result.error[:300],
+                duration_ms=result.duration_ms,
+                pii=entities,
+            )
         return output

@@ -9,7 +9,6 @@ from decimal import Decimal
 from typing import Any
 
 from asgiref.sync import async_to_sync
-from django.db import transaction
 from pydantic_ai import Agent, DeferredToolRequests, DeferredToolResults, ToolApproved, ToolDenied
 from pydantic_ai.exceptions import UsageLimitExceeded
 from pydantic_ai.messages import ModelMessagesTypeAdapter
@@ -22,8 +21,9 @@ from agents.runtime.delegation import DelegateToolset
 from agents.runtime.governed_model import GovernedModel, ModelCallRefused
 from agents.runtime.providers import EndpointUnavailable, provider_model
 from agents.runtime.toolset import ConnectorToolset, GovernedToolset
+from controlplane.models import Membership
 from governance.engine import consume_run_cap
-from governance.services import audit_record
+from governance.services import audit_batch, audit_record
 
 # Model requests one turn may make (pydantic-ai UsageLimits.request_limit).
 MAX_MODEL_REQUESTS_PER_TURN = 50
@@ -66,10 +66,27 @@ class TurnResult:
     events: list[dict[str, Any]] = field(default_factory=list)
 
 
+def version_grants(version: AgentVersion) -> dict[str, ToolGrant]:
+    """The version's grants of tools that still exist on their server, by tool name (the
+    tool and its MCP server loaded)."""
+    grants = ToolGrant.objects.filter(agent_version=version, tool__removed_at__isnull=True)
+    return {g.tool.name: g for g in grants.select_related("tool", "tool__mcp_server")}
+
+
 def granted_tools(version: AgentVersion) -> dict[str, Tool]:
     """The version's granted tools that still exist on their server, by name."""
-    grants = ToolGrant.objects.filter(agent_version=version, tool__removed_at__isnull=True)
-    return {g.tool.name: g.tool for g in grants.select_related("tool", "tool__mcp_server")}
+    return {name: grant.tool for name, grant in version_grants(version).items()}
+
+
+def _user_role(version: AgentVersion, user) -> str | None:
+    if user is None or not getattr(user, "is_authenticated", False):
+        return None
+    role = (
+        Membership.objects.filter(user=user, project_id=version.agent.project_id)
+        .values_list("role", flat=True)
+        .first()
+    )
+    return role or ""
 
 
 def build_agent(ctx: TurnContext, *, governed: bool = True) -> Agent:
@@ -80,7 +97,9 @@ def build_agent(ctx: TurnContext, *, governed: bool = True) -> Agent:
     Raises ``EndpointUnavailable``."""
     version = ctx.version
     base = provider_model(endpoint=version.model_endpoint, model_name=version.model_name)
-    tools = ConnectorToolset(tools=granted_tools(version), ctx=ctx)
+    ctx.grants = version_grants(version)
+    ctx.user_role = _user_role(version, ctx.user)
+    tools = ConnectorToolset(tools={n: g.tool for n, g in ctx.grants.items()}, ctx=ctx)
     delegates = {a.slug: a for a in version.delegates.exclude(active_version=None)}
     settings: dict[str, Any] = {"max_tokens": version.max_output_tokens}
     if version.temperature is not None:
@@ -119,7 +138,7 @@ def _finish(ctx: TurnContext, result: TurnResult, messages_json: bytes | None) -
     turn.model_requests += ctx.model_requests
     turn.tool_calls += ctx.tool_calls
     turn.cost_usd = Decimal(turn.cost_usd) + ctx.cost_usd
-    with transaction.atomic():
+    with audit_batch():
         turn.save()
         audit_record(
             action=f"agent.turn.{result.status}",
