@@ -12,6 +12,7 @@ A policy is YAML, for example::
       max_steps_per_run: 50
       max_tool_calls_per_run: 100
       max_agent_invocations_per_run: 20
+      max_delegation_depth: 3    # supervisor -> delegate levels; omitted = 3
     allowed_model_endpoints: [openai-prod, local-llama]   # omitted = every endpoint
     default_approver_role: approver
     circuit_breaker:           # per tool
@@ -51,6 +52,9 @@ class Caps(_Strict):
     max_steps_per_run: int | None = Field(default=None, ge=1, le=100_000)
     max_tool_calls_per_run: int | None = Field(default=None, ge=1, le=100_000)
     max_agent_invocations_per_run: int | None = Field(default=None, ge=1, le=100_000)
+    # How deep supervisor delegation may go (a delegate is one level below its caller);
+    # None: the runtime's default (agents.runtime.delegation.MAX_DELEGATION_DEPTH, 3).
+    max_delegation_depth: int | None = Field(default=None, ge=0, le=20)
 
 
 class CircuitBreakerSettings(_Strict):

@@ -1,7 +1,8 @@
 """Delegate agents exposed as tools: an agent version's ``delegates`` become tools
 ``delegate_<slug>`` whose call runs one governed turn of the delegate's active version in the
 same run (``run_agent_turn`` again: its own model calls, tool calls, budgets and audit),
-up to ``MAX_DELEGATION_DEPTH`` levels deep."""
+up to the policy's ``caps.max_delegation_depth`` levels deep (default
+``MAX_DELEGATION_DEPTH``)."""
 
 from __future__ import annotations
 
@@ -76,7 +77,10 @@ class DelegateToolset(AbstractToolset[Any]):
         if not isinstance(text, str) or not text:
             return "REFUSED: give the delegate's input as a non-empty string `input`."
         data = {"delegate": slug, "tool_call_id": tool_call_id, "turn_id": turn.turn.pk}
-        if turn.depth + 1 > MAX_DELEGATION_DEPTH:
+        max_depth = turn.policy.document.caps.max_delegation_depth
+        if max_depth is None:
+            max_depth = MAX_DELEGATION_DEPTH
+        if turn.depth + 1 > max_depth:
             audit_record(
                 action="agent.delegation.refused",
                 obj=turn.version,
@@ -86,7 +90,7 @@ class DelegateToolset(AbstractToolset[Any]):
             turn.events.append({"event": "agent.delegation.refused", **data})
             return (
                 f"REFUSED by governance policy (rule delegation.max_depth): delegation "
-                f"deeper than {MAX_DELEGATION_DEPTH} levels."
+                f"deeper than {max_depth} levels (policy caps.max_delegation_depth)."
             )
         agent = Agent.objects.select_related("active_version").get(pk=self.agents[slug].pk)
         result = run_agent_turn(

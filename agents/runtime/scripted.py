@@ -21,6 +21,7 @@ from pydantic_ai.usage import RequestUsage
 
 from agents.config import ScriptedModelScript, ScriptedResponse
 from agents.runtime.tokens import count_tokens, messages_tokens, part_text
+from agents.runtime.toolset import provider_safe_name
 
 EXHAUSTED_TEXT = "(the script has no more responses)"
 
@@ -62,10 +63,14 @@ def scripted_model(*, script: ScriptedModelScript, model_name: str) -> FunctionM
 
     async def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
         chosen = script_response(script, messages)
+        # Scripts name tools as registered; the model is offered provider-safe names.
+        offered = {t.name for t in info.function_tools}
         if chosen.tool_calls:
             parts = [
                 ToolCallPart(
-                    tool_name=call.name,
+                    tool_name=call.name
+                    if call.name in offered or provider_safe_name(call.name) not in offered
+                    else provider_safe_name(call.name),
                     args=dict(call.arguments),
                     tool_call_id=f"scripted-{len(messages)}-{index}",
                 )

@@ -15,6 +15,7 @@ execution with the tool's timeout and an idempotency key -> the circuit breaker 
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +36,32 @@ from governance.services import audit_batch, audit_record
 
 TOOL_MAX_RETRIES = 2
 
+# Function names OpenAI and Anthropic accept (their tool-name pattern); our tool names may
+# also hold dots (``crm.lookup``), which both reject.
+PROVIDER_SAFE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def provider_safe_name(name: str) -> str:
+    """``name`` with every character a provider rejects replaced by ``_``."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", name)[:60]
+
+
+def provider_tool_names(names) -> dict[str, str]:
+    """``{name shown to the model: tool name}`` for ``names``: a safe name stays as it is;
+    any other character becomes ``_`` (``crm.lookup`` -> ``crm_lookup``), with ``_2``,
+    ``_3``... added when that collides with another tool's name."""
+    aliases: dict[str, str] = {}
+    for name in sorted(n for n in names if PROVIDER_SAFE_NAME.match(n)):
+        aliases[name] = name
+    for name in sorted(n for n in names if not PROVIDER_SAFE_NAME.match(n)):
+        base = provider_safe_name(name)
+        alias, counter = base, 1
+        while alias in aliases:
+            counter += 1
+            alias = f"{base}_{counter}"
+        aliases[alias] = name
+    return aliases
+
 
 def idempotency_key(ctx: TurnContext, tool_call_id: str) -> str:
     """The key sent with a tool call: SHA-256 of (run, step, turn, tool call id), so a
@@ -50,6 +77,14 @@ class ConnectorToolset(AbstractToolset[Any]):
     tools: dict[str, Tool]
     ctx: TurnContext | None = None
     _defs: dict[str, ToolsetTool] = field(default_factory=dict, repr=False)
+    aliases: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self.aliases = provider_tool_names(self.tools)
+
+    def tool_name(self, alias: str) -> str:
+        """The tool name behind the name the model used (see ``provider_tool_names``)."""
+        return self.aliases.get(alias, alias)
 
     @property
     def id(self) -> str | None:
@@ -57,11 +92,12 @@ class ConnectorToolset(AbstractToolset[Any]):
 
     async def get_tools(self, ctx: RunContext[Any]) -> dict[str, ToolsetTool[Any]]:
         if not self._defs:
-            for name, tool in self.tools.items():
-                self._defs[name] = ToolsetTool(
+            for alias, name in self.aliases.items():
+                tool = self.tools[name]
+                self._defs[alias] = ToolsetTool(
                     toolset=self,
                     tool_def=ToolDefinition(
-                        name=name,
+                        name=alias,
                         description=tool.description or None,
                         parameters_json_schema=tool.input_schema or {"type": "object"},
                     ),
@@ -73,7 +109,7 @@ class ConnectorToolset(AbstractToolset[Any]):
     async def call_tool(self, name: str, tool_args: dict[str, Any], ctx, tool) -> Any:
         key = idempotency_key(self.ctx, ctx.tool_call_id) if self.ctx else ""
         result = await sync_to_async(tool_invoke)(
-            tool=self.tools[name], arguments=tool_args, idempotency_key=key
+            tool=self.tools[self.tool_name(name)], arguments=tool_args, idempotency_key=key
         )
         return result.output if result.ok else {"error": result.error}
 
@@ -92,7 +128,10 @@ class GovernedToolset(WrapperToolset[Any]):
 
     async def call_tool(self, name: str, tool_args: dict[str, Any], ctx, tool) -> Any:
         return await sync_to_async(self._call)(
-            name, dict(tool_args), ctx.tool_call_id or "", ctx.tool_call_approved
+            self.wrapped.tool_name(name),
+            dict(tool_args),
+            ctx.tool_call_id or "",
+            ctx.tool_call_approved,
         )
 
     # --- the path (sync: database) ---------------------------------------------------------

@@ -51,3 +51,19 @@ def test_delegation_past_the_maximum_depth_is_refused(project, boss, monkeypatch
     assert not AgentTurn.objects.filter(agent_version__agent__slug="helper").exists()
     refused = AuditEvent.objects.get(project=project, action="agent.delegation.refused")
     assert refused.data["rule"] == "delegation.max_depth"
+
+
+def test_the_delegation_depth_is_a_policy_cap(project, boss, admin_user):
+    from governance.services import policy_create, policy_version_create
+
+    policy = policy_create(project=project, slug="default", actor=admin_user)
+    policy_version_create(policy=policy, document="caps:\n  max_delegation_depth: 0\n")
+
+    result = run_agent_turn(agent_version=boss.active_version, input="start")
+
+    assert result.status == "completed"
+    assert not AgentTurn.objects.filter(agent_version__agent__slug="helper").exists()
+    refused = AuditEvent.objects.get(project=project, action="agent.delegation.refused")
+    assert (refused.data["rule"], refused.data["depth"]) == ("delegation.max_depth", 1)
+    # The refusal the supervisor's model received names the policy setting.
+    assert "caps.max_delegation_depth" in str(AgentTurn.objects.get(pk=result.turn_id).messages)

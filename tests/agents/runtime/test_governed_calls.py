@@ -181,3 +181,53 @@ def test_an_endpoint_the_policy_does_not_allow_is_not_called(project, admin_user
         result = run_agent_turn(agent_version=agent.active_version, input="hi")
     assert (result.status, result.rule) == ("failed", "model.endpoint_not_allowed")
     assert server.received == []
+
+
+def test_dotted_tool_names_reach_the_provider_as_safe_names(project, admin_user):
+    """OpenAI and Anthropic reject dots in function names: the model sees ``crm_lookup``
+    and ``crm_lookup_2`` (the plain name is taken), governance and the audit log the real
+    names."""
+    from .conftest import builtin
+
+    for name in ("crm.lookup", "crm_lookup", "crm-lookup"):
+        builtin(project, name)
+    grants = [{"tool": "crm.lookup"}, {"tool": "crm_lookup"}, {"tool": "crm-lookup"}]
+    replies = [
+        {"tool_calls": [("crm_lookup_2", {"text": "dotted"})]},
+        {"content": "Looked it up."},
+    ]
+    with ChatCompletionsServer(replies) as server:
+        local_endpoint(project, server)
+        agent = make_agent(
+            project, admin_user, grants=grants, endpoint="local", model_name="local-model"
+        )
+        result = run_agent_turn(agent_version=agent.active_version, input="Look up")
+
+    assert result.status == "completed", result.reason
+    offered = sorted(t["function"]["name"] for t in server.received[0]["tools"])
+    assert offered == ["crm-lookup", "crm_lookup", "crm_lookup_2"]
+    executed = AuditEvent.objects.get(project=project, action="tool.executed")
+    assert executed.data["tool"] == "crm.lookup"
+    assert "dotted" in tool_returns(result.turn_id)[0]
+
+
+def test_a_scripted_model_calls_a_dotted_tool_by_its_registered_name(project, admin_user):
+    from .conftest import builtin
+
+    builtin(project, "crm.lookup")
+    scripted_endpoint(
+        project,
+        {
+            "responses": [
+                {"tool_calls": [{"name": "crm.lookup", "arguments": {"text": "x"}}]},
+                {"text": "done"},
+            ]
+        },
+    )
+    agent = make_agent(project, admin_user, grants=[{"tool": "crm.lookup"}])
+
+    result = run_agent_turn(agent_version=agent.active_version, input="go")
+
+    assert (result.status, result.output) == ("completed", "done"), result.reason
+    decision = AuditEvent.objects.get(project=project, action="tool.decision")
+    assert (decision.data["tool"], decision.data["effect"]) == ("crm.lookup", "allow")
