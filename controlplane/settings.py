@@ -155,6 +155,8 @@ CELERY_WORKER_HEARTBEAT_INTERVAL_SECONDS = env.positive_int(
 )
 # Budget reservations whose caller never settled or released them are given back.
 BUDGET_EXPIRE_INTERVAL_SECONDS = env.positive_int("BUDGET_EXPIRE_INTERVAL_SECONDS", default=60)
+# Pending approval requests past their expiry or escalation time are swept this often.
+APPROVALS_SWEEP_INTERVAL_SECONDS = env.positive_int("APPROVALS_SWEEP_INTERVAL_SECONDS", default=30)
 CELERY_BEAT_SCHEDULE = {
     "worker-heartbeat": {
         "task": "controlplane.tasks.worker_heartbeat",
@@ -163,6 +165,14 @@ CELERY_BEAT_SCHEDULE = {
     "budget-expire-reservations": {
         "task": "governance.tasks.budget_expire_reservations",
         "schedule": float(BUDGET_EXPIRE_INTERVAL_SECONDS),
+    },
+    "approvals-expire": {
+        "task": "approvals.tasks.approvals_expire",
+        "schedule": float(APPROVALS_SWEEP_INTERVAL_SECONDS),
+    },
+    "approvals-escalate": {
+        "task": "approvals.tasks.approvals_escalate",
+        "schedule": float(APPROVALS_SWEEP_INTERVAL_SECONDS),
     },
 }
 
