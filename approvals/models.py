@@ -31,13 +31,6 @@ class Verdict(models.TextChoices):
     REJECT = "reject", "Reject"
 
 
-class Risk(models.TextChoices):
-    LOW = "low", "Low"
-    MEDIUM = "medium", "Medium"
-    HIGH = "high", "High"
-    CRITICAL = "critical", "Critical"
-
-
 class WebhookFormat(models.TextChoices):
     JSON = "json", "JSON"
     SLACK = "slack", 'Slack-compatible ({"text": ...})'

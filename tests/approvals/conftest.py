@@ -48,7 +48,7 @@ def raise_request(project, *, requested_by=None, quorum=1, approver_role=None, *
         payload=payload,
         approver_role=approver_role,
         quorum=quorum,
-        risk="high",
+        risk="financial",
         requested_by_user_id=getattr(requested_by, "pk", None),
     )
 

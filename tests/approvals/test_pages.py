@@ -108,7 +108,7 @@ def test_tabs_filters_and_badge(project, admin_user, approver):
 
     assert ids(agent="billing") == [b]
     assert ids(run="run-9") == [b]
-    assert ids(risk="high") == [c]
+    assert ids(risk="financial") == [c]
     assert ids(age="1h") == [c]
     assert ids(age="forever") == []
 

@@ -54,7 +54,7 @@ def test_a_request_binds_the_call_policy_and_requester(project, admin_user):
         "run-1",
         "call-1",
     )
-    assert (request.risk, request.quorum, request.approver_role) == ("high", 2, "admin")
+    assert (request.risk, request.quorum, request.approver_role) == ("financial", 2, "admin")
     assert request.requested_by == admin_user and request.agent == "helper"
     assert request.status == "pending" and request.input_schema == AMOUNT_SCHEMA
     # Defaults of the project's settings: expires in 24 h, escalates after 60 min.

@@ -1,4 +1,5 @@
-"""A real local HTTP server that records webhook POSTs (for the notification tests)."""
+"""A real local HTTP server that records JSON POSTs: webhooks of the notification tests,
+the HTTP tool of the end-to-end tests."""
 
 from __future__ import annotations
 
@@ -29,10 +30,12 @@ def webhook_server(statuses: list[int] | None = None) -> Iterator[Recorder]:
             body = json.loads(self.rfile.read(length) or b"{}")
             recorder.received.append(body)
             status = recorder.statuses.pop(0) if recorder.statuses else 200
+            data = json.dumps({"ok": status < 400}).encode()
             self.send_response(status)
-            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
             self.end_headers()
-            self.wfile.write(b"ok")
+            self.wfile.write(data)
 
         def log_message(self, *args):
             pass
