@@ -74,6 +74,8 @@ def approval_badge(request: HttpRequest, *, project: Project, role: Role) -> Htt
 
 def _detail_context(request: HttpRequest, approval: ApprovalRequest, role: Role, form=None):
     decisions = selectors.approval_decisions(approval)
+    for decision in decisions:
+        decision.arguments_json = json.dumps(decision.arguments) if decision.arguments else ""
     user = request.user
     mine = next((d for d in decisions if d.approver_id == user.pk), None)
     own_run = approval.requested_by_id is not None and approval.requested_by_id == user.pk
