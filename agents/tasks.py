@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from agents.runtime.resume import resume_turn_if_decided
+from agents.runtime.resume import resume_decided_turns, resume_turn_if_decided
 
 
 @shared_task(name="agents.tasks.resume_parked_turn", ignore_result=True)
@@ -14,3 +14,10 @@ def resume_parked_turn(turn_id: int) -> str:
     ``""`` when there was nothing to do."""
     result = resume_turn_if_decided(turn_id=turn_id)
     return result.status if result is not None else ""
+
+
+@shared_task(name="agents.tasks.resume_decided_turns", ignore_result=True)
+def resume_decided_turns_task() -> int:
+    """Beat: queue the resume of standalone turns whose approvals are all final but that
+    are still parked (``agents.runtime.resume.resume_decided_turns``)."""
+    return resume_decided_turns()

@@ -174,6 +174,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "approvals.tasks.approvals_escalate",
         "schedule": float(APPROVALS_SWEEP_INTERVAL_SECONDS),
     },
+    "agents-resume-decided-turns": {
+        "task": "agents.tasks.resume_decided_turns",
+        "schedule": 60.0,
+    },
 }
 
 # --- Email (approval notifications) -----------------------------------------------------

@@ -78,3 +78,32 @@ def resume_turn_if_decided(*, turn_id: int) -> TurnResult | None:
     except ValueError:
         logger.info("turn %s was resumed by another worker", turn_id)
         return None
+
+
+def resume_decided_turns(*, older_than_seconds: int = 60, limit: int = 200) -> int:
+    """The safety net behind the signal: queue ``resume_parked_turn`` for standalone turns
+    parked for at least ``older_than_seconds`` whose approval requests are all final (a
+    process that died between the decision's commit and the signal left them parked).
+    Returns how many were queued; a turn resumes once whatever queues it (the conditional
+    UPDATE in ``run_agent_turn``)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from agents.tasks import resume_parked_turn
+
+    cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
+    turns = list(
+        AgentTurn.objects.filter(status=TurnStatus.PARKED, step_id="", updated_at__lte=cutoff)
+        .order_by("updated_at")
+        .values_list("pk", "pending")[:limit]
+    )
+    ids = [e.get("approval_request_id") for _, pending in turns for e in pending]
+    outcomes = approval_outcomes([i for i in ids if i])
+    queued = 0
+    for pk, pending in turns:
+        wanted = [e.get("approval_request_id") for e in pending]
+        if wanted and all(i in outcomes and outcomes[i].final for i in wanted):
+            resume_parked_turn.delay(pk)
+            queued += 1
+    return queued
