@@ -57,13 +57,15 @@ def test_an_approver_edits_the_amount_approves_and_sees_the_turn_complete(browse
             badge = page.locator("#nav-approvals-badge")
             assert badge.is_visible() and badge.inner_text().startswith("1")
 
-            page.locator(f"#approval-{request_id} a.approval-link").click()
+            page.locator("body").press("j")  # keyboard: select the first request, open it
+            page.locator("body").press("o")
             page.wait_for_url(f"{base}/approvals/{request_id}/")
             assert "payer wants to call pay" in page.locator("h1").inner_text()
             assert '"amount": 500' in page.locator("#proposed-arguments").inner_text()
 
-            page.get_by_text("Edit & approve").click()
+            page.locator("body").press("e")  # keyboard: open the JSON editor
             editor = page.locator("#id_arguments")
+            assert editor.is_visible() and editor.evaluate("el => el === document.activeElement")
             editor.fill(json.dumps({"amount": -3, "to": "bob"}))
             page.get_by_text("-3 is less than the minimum of 0").wait_for()  # live schema check
             editor.fill(json.dumps({"amount": 120, "to": "bob"}, indent=2))
