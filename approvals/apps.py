@@ -8,16 +8,17 @@ class ApprovalsConfig(AppConfig):
     verbose_name = "Approvals"
 
     def ready(self) -> None:
-        from approvals.selectors import pending_approval_count
+        from approvals.selectors import approval_outcomes_read, pending_approval_count
         from approvals.services import approval_request_create
         from controlplane.extensions import (
             DashboardStat,
             register_dashboard_stat,
             register_nav_badge,
         )
-        from governance.approval_port import register_approval_requester
+        from governance.approval_port import register_approval_requester, register_outcome_reader
 
         register_approval_requester(approval_request_create)
+        register_outcome_reader(approval_outcomes_read)
         register_nav_badge("approvals", lambda project: pending_approval_count(project=project))
         register_dashboard_stat(
             DashboardStat(

@@ -155,6 +155,8 @@ CELERY_WORKER_HEARTBEAT_INTERVAL_SECONDS = env.positive_int(
 )
 # Budget reservations whose caller never settled or released them are given back.
 BUDGET_EXPIRE_INTERVAL_SECONDS = env.positive_int("BUDGET_EXPIRE_INTERVAL_SECONDS", default=60)
+# Pending approval requests past their expiry or escalation time are swept this often.
+APPROVALS_SWEEP_INTERVAL_SECONDS = env.positive_int("APPROVALS_SWEEP_INTERVAL_SECONDS", default=30)
 CELERY_BEAT_SCHEDULE = {
     "worker-heartbeat": {
         "task": "controlplane.tasks.worker_heartbeat",
@@ -164,7 +166,32 @@ CELERY_BEAT_SCHEDULE = {
         "task": "governance.tasks.budget_expire_reservations",
         "schedule": float(BUDGET_EXPIRE_INTERVAL_SECONDS),
     },
+    "approvals-expire": {
+        "task": "approvals.tasks.approvals_expire",
+        "schedule": float(APPROVALS_SWEEP_INTERVAL_SECONDS),
+    },
+    "approvals-escalate": {
+        "task": "approvals.tasks.approvals_escalate",
+        "schedule": float(APPROVALS_SWEEP_INTERVAL_SECONDS),
+    },
+    "agents-resume-decided-turns": {
+        "task": "agents.tasks.resume_decided_turns",
+        "schedule": 60.0,
+    },
 }
+
+# --- Email (approval notifications) -----------------------------------------------------
+EMAIL_BACKEND = env.str(
+    "EMAIL_BACKEND",
+    default="django.core.mail.backends.console.EmailBackend"
+    if DEBUG
+    else "django.core.mail.backends.smtp.EmailBackend",
+)
+EMAIL_HOST = env.str("EMAIL_HOST", default="localhost")
+EMAIL_PORT = env.positive_int("EMAIL_PORT", default=25)
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="controlplane@localhost")
+# Links in notifications (``https://controlplane.example.com``); empty: paths only.
+PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="")
 
 # --- Auth, i18n, static -------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

@@ -245,6 +245,9 @@ class GovernedToolset(WrapperToolset[Any]):
                 "agent_version": turn.version.number,
                 "run_id": turn.run_id,
                 "step_id": turn.step_id,
+                # The approver's edited arguments are checked against it (approvals may
+                # not import agents).
+                "input_schema": self.wrapped.tools[name].input_schema or {"type": "object"},
             },
             approver_role=decision.approver_role,
             quorum=decision.approval_quorum or 1,

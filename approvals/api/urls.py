@@ -2,5 +2,8 @@
 
 from rest_framework.routers import SimpleRouter
 
+from approvals.api.viewsets import ApprovalRequestViewSet
+
 router = SimpleRouter()
+router.register("approvals", ApprovalRequestViewSet, basename="approval")
 urlpatterns = router.urls

@@ -489,7 +489,9 @@ def test_audit_pages_by_sequence_with_load_more(alice_client, project):
 # --- Approvals ----------------------------------------------------------------------------
 
 
-def test_approvals_lists_pending_first_and_updates_the_badge(alice_client, project, other_project):
+def test_approvals_lists_pending_and_decided_tabs_and_updates_the_badge(
+    alice_client, project, other_project
+):
     ApprovalRequest.objects.create(
         project=project, summary="Old decided", status=ApprovalStatus.APPROVED
     )
@@ -497,8 +499,11 @@ def test_approvals_lists_pending_first_and_updates_the_badge(alice_client, proje
     ApprovalRequest.objects.create(project=other_project, summary="Other tenant's request")
     response = alice_client.get(reverse("approvals"))
     html = response.content.decode()
-    assert html.index("Refund 40 EUR") < html.index("Old decided")
-    assert "Other tenant" not in html
+    # The inbox's pending tab holds pending requests; the decided tab the history.
+    assert "Refund 40 EUR" in html and "Old decided" not in html
+    decided = alice_client.get(reverse("approvals") + "?tab=decided").content.decode()
+    assert "Old decided" in decided and "Refund 40 EUR" not in decided
+    assert "Other tenant" not in html + decided
     assert re.search(r'id="nav-approvals-badge" class="badge">\s*1', html)
     assert html.count('id="nav-approvals-badge"') == 1
 
