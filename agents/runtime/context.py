@@ -39,6 +39,10 @@ class TurnContext:
     user: Any = None
     pii: bool = True
     depth: int = 0
+    # The turn a delegation chain started from (None: this turn). Approval requests of a
+    # delegate's calls name it, so whoever resumes parked turns resumes the top one, which
+    # resumes its parked delegates (agents.runtime.delegation).
+    root_turn_id: int | None = None
     events: list[dict[str, Any]] = field(default_factory=list)
     pending: list[dict[str, Any]] = field(default_factory=list)
     approved: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -53,6 +57,10 @@ class TurnContext:
     grants: dict[str, Any] = field(default_factory=dict)
     user_role: str | None = None
     budgets: list[Any] | None = None
+
+    @property
+    def root_id(self) -> int:
+        return self.root_turn_id or self.turn.pk
 
     @property
     def project(self):

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from asgiref.sync import sync_to_async
-from pydantic_ai import RunContext
+from pydantic_ai import ApprovalRequired, RunContext
 from pydantic_ai.tools import ToolDefinition
 from pydantic_ai.toolsets import AbstractToolset
 from pydantic_ai.toolsets.abstract import ToolsetTool
@@ -66,13 +66,16 @@ class DelegateToolset(AbstractToolset[Any]):
 
     async def call_tool(self, name: str, tool_args: dict[str, Any], ctx, tool) -> Any:
         return await sync_to_async(self._delegate)(
-            name.removeprefix(PREFIX), tool_args, ctx.tool_call_id or ""
+            name.removeprefix(PREFIX), tool_args, ctx.tool_call_id or "", ctx.tool_call_approved
         )
 
-    def _delegate(self, slug: str, arguments: dict, tool_call_id: str) -> str:
+    def _delegate(self, slug: str, arguments: dict, tool_call_id: str, again: bool = False) -> str:
         from agents.runtime.turn import run_agent_turn
 
         turn = self.ctx
+        parked = turn.approved.get(tool_call_id) if again else None
+        if parked is not None and parked.get("kind") == "delegate":
+            return self._answer(slug, tool_call_id, self._resume_child(parked))
         text = arguments.get("input") if isinstance(arguments, dict) else None
         if not isinstance(text, str) or not text:
             return "REFUSED: give the delegate's input as a non-empty string `input`."
@@ -101,16 +104,69 @@ class DelegateToolset(AbstractToolset[Any]):
             user=turn.user,
             pii=turn.pii,
             depth=turn.depth + 1,
+            root_turn_id=turn.root_id,
         )
+        return self._answer(slug, tool_call_id, result)
+
+    def _resume_child(self, parked: dict):
+        """Resume the parked delegate turn of ``parked`` (a pending entry of kind
+        ``delegate``) with its approvers' decisions; a delegate another worker already
+        finished answers with what it ended with."""
+        from agents.models import AgentTurn, TurnStatus
+        from agents.runtime.resume import decisions_for
+        from agents.runtime.turn import Resume, TurnResult, run_agent_turn
+        from governance.approval_port import approval_outcomes
+
+        turn = self.ctx
+        child = AgentTurn.objects.get(pk=parked["child_turn_id"])
+        if child.status == TurnStatus.PARKED:
+            ids = [e["approval_request_id"] for e in child.pending if e.get("approval_request_id")]
+            try:
+                return run_agent_turn(
+                    agent_version=None,
+                    resume=Resume(
+                        turn_id=child.pk,
+                        decisions=decisions_for(approval_outcomes(ids), child.pending),
+                    ),
+                    user=turn.user,
+                    pii=turn.pii,
+                    depth=turn.depth + 1,
+                    root_turn_id=turn.root_id,
+                )
+            except ValueError:
+                child.refresh_from_db()
+        status = "completed" if child.status == TurnStatus.COMPLETED else str(child.status)
+        return TurnResult(status, child.pk, output=child.output, reason=child.error)
+
+    def _answer(self, slug: str, tool_call_id: str, result) -> str:
+        """What the supervisor's model receives for the delegate's turn ``result``; a
+        parked delegate parks the supervisor's call too (``ApprovalRequired``), bound to the
+        delegate's approval requests, and the call runs again when the top turn resumes."""
+        turn = self.ctx
         turn.cost_usd += result.cost_usd
-        data.update(child_turn_id=result.turn_id, status=result.status, rule=result.rule)
+        data = {
+            "delegate": slug,
+            "tool_call_id": tool_call_id,
+            "turn_id": turn.turn.pk,
+            "child_turn_id": result.turn_id,
+            "status": result.status,
+            "rule": result.rule,
+        }
         audit_record(action="agent.delegated", obj=turn.version, project=turn.project, data=data)
         turn.events.append({"event": "agent.delegated", **data})
         if result.status == "completed":
             return result.output
         if result.status == "parked":
-            return (
-                f"The agent {slug} is waiting for a human approval (turn {result.turn_id}); "
-                "its answer is not available in this turn."
-            )
+            entries = [
+                {
+                    "kind": "delegate",
+                    "tool_call_id": tool_call_id,
+                    "tool_name": delegate_tool_name(slug),
+                    "child_turn_id": result.turn_id,
+                    "approval_request_id": request_id,
+                }
+                for request_id in result.approval_request_ids
+            ]
+            turn.pending.extend(entries)
+            raise ApprovalRequired(metadata={"delegate": slug, "child_turn_id": result.turn_id})
         return f"The agent {slug} failed: {result.reason}"

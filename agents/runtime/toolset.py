@@ -239,7 +239,9 @@ class GovernedToolset(WrapperToolset[Any]):
                 "args_hash": entry["args_hash"],
                 "policy_version_id": decision.policy_version_id,
                 "rule": decision.rule,
-                "turn_id": turn.turn.pk,
+                # The top turn of a delegation chain: the one to resume.
+                "turn_id": turn.root_id,
+                "delegate_turn_id": turn.turn.pk if turn.root_turn_id else None,
                 "tool_call_id": tool_call_id,
                 "agent": turn.version.agent.slug,
                 "agent_version": turn.version.number,

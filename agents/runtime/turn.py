@@ -171,6 +171,7 @@ def run_agent_turn(
     resume: Resume | None = None,
     pii: bool = True,
     depth: int = 0,
+    root_turn_id: int | None = None,
 ) -> TurnResult:
     """Run one turn of ``agent_version`` on ``input`` through governance and return how it
     ended (``TurnResult``); never raises for a refused or failed call.
@@ -182,7 +183,8 @@ def run_agent_turn(
     approvers' decisions (``agent_version`` and ``input`` are then ignored; raises
     ``ValueError`` when the turn is not parked, e.g. another worker resumed it; a call
     without a decision is denied). ``pii=False`` skips PII scanning (benchmarks only).
-    ``depth``: set by delegation (``agents.runtime.delegation``). Sync: call it from a
+    ``depth`` and ``root_turn_id`` (the supervisor's top turn): set by delegation
+    (``agents.runtime.delegation``). Sync: call it from a
     worker or a management command, not from a running event loop.
     """
     deferred = None
@@ -200,6 +202,11 @@ def run_agent_turn(
         history = ModelMessagesTypeAdapter.validate_python(turn.messages)
         deferred = DeferredToolResults()
         for entry in turn.pending:
+            if entry.get("kind") == "delegate":
+                # A parked delegate: the call runs again and resumes the delegate's turn,
+                # which applies the approvers' decisions to its own calls.
+                deferred.approvals[entry["tool_call_id"]] = ToolApproved()
+                continue
             answer = resume.decisions.get(entry["tool_call_id"])
             if answer is None or not answer.approved:
                 message = (answer.comment if answer else "") or "The tool call was denied."
@@ -230,6 +237,7 @@ def run_agent_turn(
         user=user or turn.user,
         pii=pii,
         depth=depth,
+        root_turn_id=root_turn_id,
     )
     if resume is not None:
         ctx.approved = {entry["tool_call_id"]: entry for entry in turn.pending}

@@ -107,3 +107,57 @@ def test_the_beat_safety_net_resumes_a_turn_whose_signal_was_lost(
 def test_an_undecided_turn_is_not_resumed_by_the_safety_net(project, agent, admin_user, eager):
     run_agent_turn(agent_version=agent.active_version, input="go", user=admin_user)
     assert resume_decided_turns(older_than_seconds=0) == 0
+
+
+def test_a_parked_delegate_parks_its_supervisor_and_resumes_with_it(
+    project, admin_user, eager, django_capture_on_commit_callbacks
+):
+    """The supervisor's call of a delegate that parks parks too, bound to the delegate's
+    approval requests; approving them resumes the supervisor's turn, which resumes the
+    delegate's, and the supervisor's model gets the delegate's answer."""
+    for name in ("echo", "notify", "ping"):
+        builtin(project, name)
+    scripted_endpoint(
+        project,
+        {
+            "responses": [
+                {"tool_calls": [{"name": "delegate_helper", "arguments": {"input": "ask helper"}}]},
+                {"text": "boss relays the helper's answer"},
+            ],
+            "branches": [
+                {
+                    "input_contains": "ask helper",
+                    "responses": [
+                        {"tool_calls": [{"name": "notify", "arguments": {"text": "big"}}]},
+                        {"text": "helper notified"},
+                    ],
+                }
+            ],
+        },
+    )
+    make_agent(project, admin_user, grants=GRANTS)
+    boss = make_agent(project, admin_user, grants=[], slug="boss", delegates=["helper"])
+    approver = member(project, Role.APPROVER)
+
+    parked = run_agent_turn(agent_version=boss.active_version, input="start", user=admin_user)
+
+    assert parked.status == "parked", parked.reason
+    child = AgentTurn.objects.get(agent_version__agent__slug="helper")
+    assert child.status == "parked"
+    (request_id,) = parked.approval_request_ids
+    assert child.pending[0]["approval_request_id"] == request_id
+    supervisor = AgentTurn.objects.get(pk=parked.turn_id)
+    assert supervisor.pending[0]["kind"] == "delegate"
+    assert supervisor.pending[0]["child_turn_id"] == child.pk
+
+    with django_capture_on_commit_callbacks(execute=True):
+        approval_decide(request_id=request_id, user=approver, verdict="approve")
+
+    child.refresh_from_db()
+    supervisor.refresh_from_db()
+    assert (child.status, child.output) == ("completed", "helper notified")
+    assert (supervisor.status, supervisor.output) == (
+        "completed",
+        "boss relays the helper's answer",
+    )
+    assert "helper notified" in json.dumps(supervisor.messages)
