@@ -7,6 +7,7 @@ A definition (YAML or JSON)::
       - id: fetch
         kind: tool
         tool: http-get
+        agent: fetcher
         arguments: {url: "{{ input.url }}"}
       - id: triage
         kind: router
@@ -20,12 +21,12 @@ A definition (YAML or JSON)::
         input: "Summarize: {{ steps.fetch.body }}"
         retries: {max_attempts: 3, backoff_seconds: 2, max_delay_seconds: 30}
         fallback_agent: summarizer-small
-        on_failure: [{id: undo, kind: tool, tool: delete-draft, arguments: {}}]
+        on_failure: [{id: undo, kind: tool, tool: delete-draft, agent: fetcher}]
       - id: each
         kind: map
         over: "input.items"
         max_parallel: 5
-        step: {kind: tool, tool: enrich, arguments: {item: "{{ item }}"}}
+        step: {kind: tool, tool: enrich, agent: fetcher, arguments: {item: "{{ item }}"}}
       - id: gate
         kind: approval
         message: "Publish {{ input.title }}?"
@@ -242,6 +243,9 @@ class _AgentFields(pydantic.BaseModel):
 
 class _ToolFields(pydantic.BaseModel):
     tool: str = pydantic.Field(min_length=1, max_length=64)
+    # The agent whose grant for ``tool`` governs the call (default deny without one), and
+    # whose audit trail records it.
+    agent: str = pydantic.Field(min_length=1, max_length=50)
     arguments: dict[str, Any] = pydantic.Field(default_factory=dict)
 
     @pydantic.field_validator("arguments")
@@ -258,8 +262,9 @@ class AgentStep(_AgentFields, _StepBase):
 
 
 class ToolStep(_ToolFields, _StepBase):
-    """Call ``tool`` (by name, in the run's project) with the rendered ``arguments``,
-    through governance. Output: the tool's result."""
+    """Call ``tool`` (by name, in the run's project) with the rendered ``arguments``
+    through the governed call path, as ``agent`` (its active version's grant decides, its
+    audit trail records the call). Output: the tool's result."""
 
     kind: Literal["tool"]
 

@@ -162,9 +162,11 @@ class StepRun(models.Model):
     the history ``[{"attempt", "started_at", "finished_at", "status", "error",
     "error_kind"}]`` (ISO 8601 UTC) and ``next_attempt_at`` when the next one is due.
     ``lease_owner`` / ``lease_expires_at``: the worker holding a running step and until
-    when; an expired lease is requeued by the sweeper. ``agent_version`` and ``turn_id``:
+    when (``"queued"`` while its task waits in the broker); an expired lease is requeued by
+    the sweeper. ``queued_at``: when its task was last queued (dispatch latency). ``agent_version`` and ``turn_id``:
     the agent version and ``agents.AgentTurn`` an agent step used; ``approval_request_ids``
-    the requests it waits on. ``cost_usd``: Decimal USD.
+    the requests it waits on and ``approval_outcomes`` the decisions noted so far (request id ->
+    ``{"status", "arguments", "comment"}``). ``cost_usd``: Decimal USD.
     """
 
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="steps")
@@ -190,11 +192,13 @@ class StepRun(models.Model):
     )
     turn_id = models.BigIntegerField(null=True, blank=True)
     approval_request_ids = models.JSONField(default=list, blank=True)
+    approval_outcomes = models.JSONField(default=dict, blank=True)
     lease_owner = models.CharField(max_length=200, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
     cost_usd = models.DecimalField(max_digits=20, decimal_places=8, default=0)
     span_id = models.CharField(max_length=16, blank=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
+    queued_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
