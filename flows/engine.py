@@ -1200,12 +1200,14 @@ def approval_decided(*, outcome, payload: dict, project_id: int) -> None:
         if str(payload.get("run_id")) != str(step_run.run_id):
             return
         seen = dict(step_run.approval_outcomes or {})
-        seen[str(outcome.request_id)] = {
-            "status": outcome.status,
-            "arguments": outcome.arguments,
-            "comment": outcome.comment,
-        }
-        StepRun.objects.filter(pk=step_run.pk).update(approval_outcomes=seen)
+        noted = seen.get(str(outcome.request_id))
+        if noted is None or noted["status"] not in _FINAL:  # a duplicate changes nothing
+            seen[str(outcome.request_id)] = {
+                "status": outcome.status,
+                "arguments": outcome.arguments,
+                "comment": outcome.comment,
+            }
+            StepRun.objects.filter(pk=step_run.pk).update(approval_outcomes=seen)
         outcomes = _outcomes(step_run.approval_request_ids, seen)
         if all(o["status"] in _FINAL for o in outcomes.values()) and len(outcomes) == len(
             step_run.approval_request_ids
