@@ -433,3 +433,75 @@ def test_attempt_times_are_recorded(project, admin_user, world, pump):
     finished = datetime.fromisoformat(attempt["finished_at"])
     assert started <= finished
     assert Run.objects.get(pk=run.pk).status == "succeeded"
+
+
+def guarded_agent(project, admin_user, *, script=None):
+    """``guard``: its grant for ``effect`` needs approval when ``args.op == "big"``."""
+    from .conftest import make_agent
+
+    return make_agent(
+        project,
+        admin_user,
+        "guard",
+        script=script or {"responses": [{"text": "ok"}]},
+        grants=[
+            {"tool": "effect", "rules": [{"when": 'args.op == "big"', "then": "require_approval"}]}
+        ],
+    )
+
+
+@pytest.mark.parametrize("status", ["approved", "rejected"])
+def test_a_tool_step_whose_call_needs_approval_waits_then_runs_once(
+    project, admin_user, world, pump, tool_server, status
+):
+    guarded_agent(project, admin_user)
+    run = start(
+        project,
+        admin_user,
+        "steps:\n  - {id: pay, kind: tool, tool: effect, agent: guard, arguments: {op: big}}\n",
+    )
+    pump.run()
+    pay = steps_of(run)["pay"]
+    assert pay.status == "waiting_approval" and not tool_server.requests
+    [request_id] = pay.approval_request_ids
+    assert ApprovalRequest.objects.get(pk=request_id).payload["step_id"] == str(pay.pk)
+    decide(request_id, status)
+    decide(request_id, status)
+    pump.run()
+    run.refresh_from_db()
+    if status == "approved":
+        assert run.status == "succeeded", run.error
+        assert len(tool_server.requests) == 1
+    else:
+        assert run.status == "failed" and steps_of(run)["pay"].error_kind == "rejected"
+        assert not tool_server.requests
+
+
+def test_an_agent_step_parked_on_a_tool_approval_resumes_after_the_decision(
+    project, admin_user, world, pump, tool_server
+):
+    guarded_agent(
+        project,
+        admin_user,
+        script={
+            "responses": [
+                {"tool_calls": [{"name": "effect", "arguments": {"op": "big"}}]},
+                {"text": "paid"},
+            ]
+        },
+    )
+    run = start(
+        project, admin_user, "steps:\n  - {id: pay, kind: agent, agent: guard, input: pay}\n"
+    )
+    pump.run()
+    pay = steps_of(run)["pay"]
+    assert pay.status == "waiting_approval", pay.error
+    [request_id] = pay.approval_request_ids
+    decide(request_id, "approved")
+    decide(request_id, "approved")
+    pump.run()
+    run.refresh_from_db()
+    assert run.status == "succeeded", run.error
+    assert run.output == {"pay": "paid"}
+    assert len(tool_server.requests) == 1
+    assert steps_of(run)["pay"].turn_id == pay.turn_id
