@@ -166,7 +166,12 @@ CRASH = """
 steps:
   - {id: before, kind: tool, tool: echo, agent: operator, arguments: {text: first}}
   - {id: pay, kind: tool, tool: %s, agent: operator, depends_on: [before], arguments: {op: pay}}
-  - {id: after, kind: tool, tool: echo, agent: operator, depends_on: [pay], arguments: {text: "effect {{ steps.pay.effect }}"}}
+  - id: after
+    kind: tool
+    tool: echo
+    agent: operator
+    depends_on: [pay]
+    arguments: {text: "effect {{ steps.pay.effect }}"}
 """
 
 
