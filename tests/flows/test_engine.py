@@ -505,3 +505,44 @@ def test_an_agent_step_parked_on_a_tool_approval_resumes_after_the_decision(
     assert run.output == {"pay": "paid"}
     assert len(tool_server.requests) == 1
     assert steps_of(run)["pay"].turn_id == pay.turn_id
+
+
+def test_the_sweeper_resumes_a_step_whose_approval_signal_was_missed(
+    project, admin_user, world, pump, tool_server, monkeypatch
+):
+    from governance import approval_port
+
+    def reader(ids):
+        return {
+            r.pk: ApprovalOutcome(request_id=r.pk, status=r.status)
+            for r in ApprovalRequest.objects.filter(pk__in=ids)
+        }
+
+    monkeypatch.setattr(approval_port, "_outcome_reader", reader)
+    run = start(project, admin_user, APPROVAL, title="Q3")
+    pump.run()
+    [request_id] = steps_of(run)["gate"].approval_request_ids
+    assert engine.sweep()["resumed"] == 0  # still pending
+    ApprovalRequest.objects.filter(pk=request_id).update(status="approved")  # no signal
+    assert engine.sweep()["resumed"] == 1
+    pump.run()
+    run.refresh_from_db()
+    assert run.status == "succeeded", run.error
+
+
+def test_the_sweeper_requeues_a_step_whose_task_was_lost(project, admin_user, world, pump):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    run = start(
+        project,
+        admin_user,
+        "steps:\n  - {id: s, kind: tool, tool: echo, agent: operator, arguments: {text: a}}\n",
+    )
+    pump.queue.clear()  # the message is lost
+    assert engine.sweep()["lost"] == 0  # not yet a lease old
+    StepRun.objects.filter(run=run).update(queued_at=timezone.now() - timedelta(minutes=5))
+    assert engine.sweep()["lost"] == 1
+    pump.run()
+    assert Run.objects.get(pk=run.pk).status == "succeeded"
