@@ -41,7 +41,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured, ValidationError
-from django.db import close_old_connections, connection, transaction
+from django.db import connection, transaction
 from django.db.models import Count, F, Q, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -365,7 +365,8 @@ class _Heartbeat:
             except Exception:  # noqa: BLE001 - a missed heartbeat only shortens the lease
                 logger.exception("flows: lease heartbeat failed")
             finally:
-                close_old_connections()
+                # This thread's own connection: closed between beats (every lease / 3).
+                connection.close()
 
 
 heartbeat = _Heartbeat()
