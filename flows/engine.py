@@ -991,6 +991,9 @@ def _advance(run: Run, definition: FlowDefinition, changed: list[StepRun]) -> No
     finish the run when nothing is left. Runs inside the recording transaction."""
     now = _now()
     if run.cancel_requested or run.status != RunStatus.RUNNING:
+        if run.cancel_requested and not run.is_final:
+            # A map whose last running item just stopped closes now.
+            _stop_open_steps(run, reason="the run was cancelled")
         _maybe_finish(run, definition)
         return
     work = list(changed)

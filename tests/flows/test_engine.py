@@ -546,3 +546,34 @@ def test_the_sweeper_requeues_a_step_whose_task_was_lost(project, admin_user, wo
     assert engine.sweep()["lost"] == 1
     pump.run()
     assert Run.objects.get(pk=run.pk).status == "succeeded"
+
+
+def test_cancel_while_a_map_item_runs_closes_the_map_when_it_finishes(
+    project, admin_user, world, pump
+):
+    from django.utils import timezone
+
+    run = start(project, admin_user, MAP, items=["a", "b", "c"])
+    pump.run(limit=1)  # the map fans out
+    pump.queue.clear()
+    first = StepRun.objects.get(run=run, item_index=0)
+    StepRun.objects.filter(pk=first.pk).update(
+        status="running", lease_owner="w1"
+    )  # a worker has it
+    run_cancel(run=run, actor=admin_user)
+    assert Run.objects.get(pk=run.pk).status == "running"  # item 0 still runs
+    engine._record(
+        StepRun.objects.get(pk=first.pk),
+        "w1",
+        engine.Outcome("succeeded", output={"text": "a"}),
+        timezone.now(),
+    )
+    run.refresh_from_db()
+    assert run.status == "cancelled"
+    each = StepRun.objects.get(run=run, step_id="each", item_index=-1)
+    assert each.status == "cancelled"
+    statuses = list(
+        StepRun.objects.filter(parent=each).order_by("item_index").values_list("status", flat=True)
+    )
+    assert statuses == ["succeeded", "cancelled", "cancelled"]
+    assert steps_of(run)["count"].status == "cancelled"
