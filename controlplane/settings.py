@@ -179,6 +179,15 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 60.0,
     },
 }
+# Flows: the queue flow tasks go to ("": Celery's default), how long a worker's lease on a
+# running step lasts without a heartbeat, and how often the sweeper requeues expired ones.
+FLOWS_TASK_QUEUE = env.str("FLOWS_TASK_QUEUE", default="")
+FLOWS_LEASE_SECONDS = env.positive_float("FLOWS_LEASE_SECONDS", default=60.0)
+FLOWS_SWEEP_INTERVAL_SECONDS = env.positive_float("FLOWS_SWEEP_INTERVAL_SECONDS", default=15.0)
+CELERY_BEAT_SCHEDULE["flows-sweep"] = {
+    "task": "flows.tasks.sweep",
+    "schedule": FLOWS_SWEEP_INTERVAL_SECONDS,
+}
 
 # --- Email (approval notifications) -----------------------------------------------------
 EMAIL_BACKEND = env.str(

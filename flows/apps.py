@@ -1,4 +1,4 @@
-"""App config for flows."""
+"""App config for flows; connects the engine to the approval port's decisions."""
 
 from django.apps import AppConfig
 
@@ -6,3 +6,15 @@ from django.apps import AppConfig
 class FlowsConfig(AppConfig):
     name = "flows"
     verbose_name = "Flows"
+
+    def ready(self) -> None:
+        from governance.approval_port import approval_decided
+
+        approval_decided.connect(_on_approval_decided, dispatch_uid="flows.approval_decided")
+
+
+def _on_approval_decided(sender, *, outcome, payload, project_id, **_kwargs) -> None:
+    # Infrastructure hook only: the rule lives in flows.engine.
+    from flows.engine import approval_decided
+
+    approval_decided(outcome=outcome, payload=payload or {}, project_id=project_id)
