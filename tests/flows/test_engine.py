@@ -237,17 +237,28 @@ def test_a_router_agent_chooses_among_named_branches(
 
 
 def decide(request_id: int, status: str, comment: str = "") -> None:
-    """Decide through the approvals side: its model, then the port's signal (the approvals
-    inbox of this branch does not send it yet)."""
+    """Decide through the approvals service (an approver who did not start the run), or,
+    when the request is already decided, send the port's signal again (a duplicate)."""
+    from django.test import TestCase
+
+    from approvals.services import approval_decide
+    from controlplane.models import Role
+    from governance.approval_port import approval_outcomes
+    from tests.approvals.conftest import member
+
     request = ApprovalRequest.objects.get(pk=request_id)
-    request.status = status
-    request.save()
-    approval_decided.send(
-        sender=ApprovalRequest,
-        outcome=ApprovalOutcome(request_id=request_id, status=status, comment=comment),
-        payload=request.payload,
-        project_id=request.project_id,
-    )
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        if request.status == "pending":
+            verdict = "approve" if status == "approved" else "reject"
+            approver = member(request.project, Role.APPROVER)
+            approval_decide(request_id=request_id, user=approver, verdict=verdict, comment=comment)
+        else:
+            approval_decided.send(
+                sender=ApprovalRequest,
+                outcome=approval_outcomes([request_id])[request_id],
+                payload=request.payload,
+                project_id=request.project_id,
+            )
 
 
 @pytest.mark.parametrize("status", ["approved", "rejected"])
