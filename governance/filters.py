@@ -7,9 +7,13 @@ import django_filters
 from governance.models import (
     AuditEvent,
     Budget,
+    BudgetAlert,
+    BudgetPeriod,
     BudgetReservation,
+    CircuitBreaker,
     CostEntry,
     Policy,
+    PolicyActivation,
     PolicyVersion,
 )
 
@@ -91,3 +95,42 @@ CostEntryFilter = type(
         ),
     },
 )
+
+
+class PolicyActivationFilter(django_filters.FilterSet):
+    policy = django_filters.CharFilter(field_name="policy__slug", label="Policy slug.")
+    activated_after = django_filters.IsoDateTimeFilter(field_name="activated_at", lookup_expr="gte")
+    activated_before = django_filters.IsoDateTimeFilter(field_name="activated_at", lookup_expr="lt")
+
+    class Meta:
+        model = PolicyActivation
+        fields = ["policy"]
+
+
+class BudgetPeriodFilter(django_filters.FilterSet):
+    budget = django_filters.CharFilter(field_name="budget__name", label="Budget name.")
+    period_start = django_filters.DateFilter()
+    period_after = django_filters.DateFilter(field_name="period_start", lookup_expr="gte")
+    period_before = django_filters.DateFilter(field_name="period_start", lookup_expr="lt")
+
+    class Meta:
+        model = BudgetPeriod
+        fields = ["budget", "period_start"]
+
+
+class BudgetAlertFilter(django_filters.FilterSet):
+    budget = django_filters.CharFilter(field_name="budget__name", label="Budget name.")
+    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+
+    class Meta:
+        model = BudgetAlert
+        fields = ["budget", "period_start", "threshold"]
+
+
+class CircuitBreakerFilter(django_filters.FilterSet):
+    tool = django_filters.CharFilter(field_name="label", label="Tool name.")
+
+    class Meta:
+        model = CircuitBreaker
+        fields = ["state", "tool"]
