@@ -40,3 +40,7 @@ urlpatterns = [
     path("", include("flows.urls")),
     path("", include("approvals.urls")),
 ]
+
+# Under /api/, unrouted URLs and crashes answer JSON like the rest of the API.
+handler404 = "controlplane.api.exceptions.not_found"
+handler500 = "controlplane.api.exceptions.server_error"

@@ -46,7 +46,9 @@ class PolicyCreateSerializer(serializers.Serializer):
 
 
 class PolicyVersionSerializer(serializers.ModelSerializer):
-    created_by = serializers.CharField(source="created_by.username", default=None, read_only=True)
+    created_by = serializers.CharField(
+        source="created_by.username", default=None, read_only=True, allow_null=True
+    )
     is_active = serializers.SerializerMethodField()
 
     class Meta:
