@@ -12,6 +12,7 @@ from agents.models import (
     AgentVersion,
     MCPServer,
     ModelEndpoint,
+    ReplayJob,
     Tool,
 )
 
@@ -98,3 +99,12 @@ class AgentActivationFilter(django_filters.FilterSet):
     class Meta:
         model = AgentActivation
         fields = ["agent"]
+
+
+class ReplayJobFilter(django_filters.FilterSet):
+    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+
+    class Meta:
+        model = ReplayJob
+        fields = ["kind", "target", "status"]

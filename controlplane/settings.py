@@ -250,7 +250,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
-    "ENUM_NAME_OVERRIDES": {"TurnStatusEnum": "agents.models.TurnStatus"},
+    "ENUM_NAME_OVERRIDES": {
+        "TurnStatusEnum": "agents.models.TurnStatus",
+        "ReplayDraftKindEnum": "agents.models.ReplayDraftKind",
+    },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "controlplane.api.schema.add_error_responses",

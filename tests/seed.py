@@ -102,6 +102,11 @@ def seed_registry(project, actor) -> Agent:
 def seed_project(project, actor) -> Seeded:
     """The registry plus a governed turn, budgets (one soft budget gets an alert) and a
     tool whose circuit breaker is open."""
+    from governance import engine
+
+    # This process's breaker snapshot may hold an earlier test's open breaker (SQLite
+    # reuses ids after a rollback).
+    engine._breaker_cache.clear()
     agent = seed_registry(project, actor)
     budget_create(
         project=project, name="monthly", scope="project", period="month", limit_usd=Decimal(100)
@@ -126,4 +131,5 @@ def seed_project(project, actor) -> Seeded:
             project_id=project.pk,
             label="echo",
         )
+    engine._breaker_cache.clear()
     return Seeded(agent=agent, turn=AgentTurn.objects.get(pk=result.turn_id))

@@ -3,6 +3,7 @@
 from rest_framework.routers import SimpleRouter
 
 from agents.api.history import AgentActivationViewSet, AgentTurnViewSet
+from agents.api.replay import ReplayJobViewSet
 from agents.api.viewsets import (
     AgentVersionViewSet,
     AgentViewSet,
@@ -18,6 +19,7 @@ router.register("tools", ToolViewSet, basename="tool")
 router.register("agents", AgentViewSet, basename="agent")
 router.register("agent-turns", AgentTurnViewSet, basename="agent-turn")
 router.register("agent-activations", AgentActivationViewSet, basename="agent-activation")
+router.register("replays", ReplayJobViewSet, basename="replay")
 
 # Versions nest under their agent; path converters give the schema typed parameters
 # (agent: slug, number: int).
