@@ -72,3 +72,17 @@ def test_another_projects_history_is_not_listed(admin_client_api, admin_user, se
 
     other = project_create(slug="other", name="Other", creator=admin_user)
     assert admin_client_api.get(f"{base(other)}/{name}/").json()["results"] == []
+
+
+def test_a_turn_never_shows_a_token_shaped_secret(admin_client_api, project, admin_user):
+    from agents.runtime import run_agent_turn
+    from tests.seed import seed_registry
+
+    agent = seed_registry(project, admin_user)
+    agent.refresh_from_db()
+    secret = "sk-proj-" + "a1B2c3D4e5F6g7H8i9J0" * 2
+    run_agent_turn(agent_version=agent.active_version, input=f"Use {secret}", user=admin_user)
+    listed = admin_client_api.get(f"{base(project)}/agent-turns/").json()["results"]
+    detail = admin_client_api.get(f"{base(project)}/agent-turns/{listed[0]['id']}/")
+    assert secret not in str(listed) and secret not in detail.content.decode()
+    assert "********" in listed[0]["input"]

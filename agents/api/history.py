@@ -2,17 +2,40 @@
 agent activations. Written by ``agents.runtime`` and ``agents.services``; listed here with
 filters, ordering and cursor pagination. Reading needs viewer and the ``read`` scope.
 
-A turn's ``messages`` (the conversation as pydantic-ai JSON, as it was sent to the model:
-after PII scanning) are shown on the detail only, since they can be large.
+A turn's ``messages`` (the conversation as pydantic-ai JSON as the runtime stored it) are
+shown on the detail only, since they can be large. Token-shaped strings (API keys, bearer
+tokens) in the input, output and conversation are masked as in the audit log.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from rest_framework import mixins, serializers
 
 from agents.filters import AgentActivationFilter, AgentTurnFilter
 from agents.models import AgentActivation, AgentTurn
 from controlplane.api.base import ProjectCursorPagination, ProjectScopedViewSet
+from governance.audit_chain import MASK, SECRET_VALUE_RE
+
+
+def _mask_strings(value: Any) -> Any:
+    """``value`` with token-shaped substrings of every string masked (keys kept)."""
+    if isinstance(value, dict):
+        return {key: _mask_strings(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_mask_strings(item) for item in value]
+    return SECRET_VALUE_RE.sub(MASK, value) if isinstance(value, str) else value
+
+
+class MaskedJSONField(serializers.JSONField):
+    def to_representation(self, value):
+        return super().to_representation(_mask_strings(value))
+
+
+class MaskedCharField(serializers.CharField):
+    def to_representation(self, value):
+        return _mask_strings(super().to_representation(value))
 
 
 class AgentTurnSerializer(serializers.ModelSerializer):
@@ -24,6 +47,9 @@ class AgentTurnSerializer(serializers.ModelSerializer):
     cost_usd = serializers.DecimalField(
         max_digits=20, decimal_places=8, coerce_to_string=True, read_only=True, help_text="USD."
     )
+    input = MaskedCharField(read_only=True)
+    output = MaskedCharField(read_only=True)
+    error = MaskedCharField(read_only=True)
 
     class Meta:
         model = AgentTurn
@@ -48,10 +74,10 @@ class AgentTurnSerializer(serializers.ModelSerializer):
 
 
 class AgentTurnDetailSerializer(AgentTurnSerializer):
-    messages = serializers.JSONField(
+    messages = MaskedJSONField(
         read_only=True, help_text="The conversation (pydantic-ai ModelMessagesTypeAdapter JSON)."
     )
-    pending = serializers.JSONField(
+    pending = MaskedJSONField(
         read_only=True, help_text="Tool calls waiting for approval (parked turns)."
     )
 
