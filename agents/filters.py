@@ -15,6 +15,7 @@ from agents.models import (
     ReplayJob,
     Tool,
 )
+from controlplane.filters import IsoDateTimeFilter
 
 
 class ModelEndpointFilter(django_filters.FilterSet):
@@ -69,8 +70,8 @@ class AgentFilter(django_filters.FilterSet):
 
 class AgentVersionFilter(django_filters.FilterSet):
     created_by = django_filters.CharFilter(field_name="created_by__username")
-    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    created_after = IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
 
     class Meta:
         model = AgentVersion
@@ -83,8 +84,8 @@ class AgentTurnFilter(django_filters.FilterSet):
         field_name="agent_version__number", label="Version number (use with agent)."
     )
     user = django_filters.CharFilter(field_name="user__username", label="Username.")
-    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    created_after = IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
 
     class Meta:
         model = AgentTurn
@@ -93,8 +94,8 @@ class AgentTurnFilter(django_filters.FilterSet):
 
 class AgentActivationFilter(django_filters.FilterSet):
     agent = django_filters.CharFilter(field_name="agent__slug", label="Agent slug.")
-    activated_after = django_filters.IsoDateTimeFilter(field_name="activated_at", lookup_expr="gte")
-    activated_before = django_filters.IsoDateTimeFilter(field_name="activated_at", lookup_expr="lt")
+    activated_after = IsoDateTimeFilter(field_name="activated_at", lookup_expr="gte")
+    activated_before = IsoDateTimeFilter(field_name="activated_at", lookup_expr="lt")
 
     class Meta:
         model = AgentActivation
@@ -102,8 +103,8 @@ class AgentActivationFilter(django_filters.FilterSet):
 
 
 class ReplayJobFilter(django_filters.FilterSet):
-    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    created_after = IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
 
     class Meta:
         model = ReplayJob

@@ -364,6 +364,8 @@ class _Context:
         self.grants: dict[tuple[int, int], GrantSpec | None] = {}
         self.policy_versions: dict[int, PolicySnapshot] = {}
         self.roles: dict[int, str] = {}
+        self.policy_slugs: dict[int, str | None] = {}
+        self.budgets: dict[tuple[int | None, int | None], tuple[Budget, ...]] = {}
         self.draft_grants = {
             grant.tool: GrantSpec(
                 id=-(index + 1),
@@ -435,10 +437,13 @@ class _Context:
         """The slug of the policy a snapshot belongs to (the built-in defaults stand in
         for the version's own policy, or ``default``)."""
         if snapshot.version_id is not None:
-            row = PolicyVersion.objects.filter(pk=snapshot.version_id).select_related("policy")
-            row = row.first()
-            if row is not None:
-                return row.policy.slug
+            if snapshot.version_id not in self.policy_slugs:
+                row = PolicyVersion.objects.filter(pk=snapshot.version_id)
+                self.policy_slugs[snapshot.version_id] = row.values_list(
+                    "policy__slug", flat=True
+                ).first()
+            if self.policy_slugs[snapshot.version_id] is not None:
+                return self.policy_slugs[snapshot.version_id]
         return version.policy.slug if version.policy_id else DEFAULT_POLICY_SLUG
 
     def role(self, user) -> str:
@@ -490,11 +495,14 @@ class _Context:
                 override=override,
             ).cost_usd
 
+        key = (getattr(user, "pk", None), getattr(budget, "pk", None))
+        if key not in self.budgets:
+            self.budgets[key] = tuple(applicable_budgets(self.project, user, budget))
         return ModelSide(
             policy=policy,
             endpoint=endpoint.name,
             max_output_tokens=max_output,
-            budgets=tuple(applicable_budgets(self.project, user, budget)),
+            budgets=self.budgets[key],
             price=price,
         )
 

@@ -46,15 +46,10 @@ CHECKS = [
     response_headers_conformance,
     response_schema_conformance,
 ]
-# Values of path parameters that name seeded objects: a case uses one of them about half
-# of the time, so operations reach real objects as well as 404s.
-KNOWN = {
-    "agent": ["helper"],
-    "policy": ["default"],
-    "name": ["scripted", "echo", "notify", "monthly", "tiny"],
-    "number": [1, 2],
-    "username": ["alice", "viewer"],
-}
+# Path parameters naming seeded objects: for ``.../<collection>/{param}/`` a case uses one of
+# the collection's values three times out of four, so operations reach real objects as well
+# as 404s. Collections added later simply get generated values only.
+NESTED = {"agent": ["helper"], "policy": ["default"]}
 
 
 @pytest.fixture
@@ -75,27 +70,72 @@ def _live_schema():
     return schemathesis.openapi.from_wsgi("/api/v1/schema/?format=json", get_wsgi_application())
 
 
-def _known_ids(project) -> dict[str, list]:
-    from agents.models import AgentActivation, AgentTurn
-    from governance.models import AuditEvent, BudgetAlert, BudgetPeriod, CostEntry
+def _known_values(project) -> dict[str, list]:
+    """Values by collection (the path segment before the parameter)."""
+    from agents.models import (
+        Agent,
+        AgentActivation,
+        AgentTurn,
+        ModelEndpoint,
+        ReplayJob,
+        Tool,
+    )
+    from controlplane.models import ApiToken
+    from governance.models import (
+        AuditEvent,
+        Budget,
+        BudgetAlert,
+        BudgetPeriod,
+        BudgetReservation,
+        CircuitBreaker,
+        CostEntry,
+        Policy,
+        PolicyActivation,
+    )
+
+    def ids(queryset, field="pk"):
+        return list(queryset.values_list(field, flat=True)[:3])
 
     return {
-        "id": [
-            *AgentTurn.objects.values_list("pk", flat=True)[:2],
-            *AgentActivation.objects.values_list("pk", flat=True)[:1],
-            *BudgetAlert.objects.values_list("pk", flat=True)[:1],
-            *BudgetPeriod.objects.values_list("pk", flat=True)[:1],
-        ],
-        "sequence": list(AuditEvent.objects.values_list("sequence", flat=True)[:3]),
-        "call_id": list(CostEntry.objects.values_list("call_id", flat=True)[:2]),
+        "model-endpoints": ids(ModelEndpoint.objects.filter(project=project), "name"),
+        "tools": ids(Tool.objects.filter(project=project), "name"),
+        "budgets": ids(Budget.objects.filter(project=project), "name"),
+        "agents": ids(Agent.objects.filter(project=project), "slug"),
+        "policies": ids(Policy.objects.filter(project=project), "slug"),
+        "versions": [1, 2],
+        "members": ["alice", "viewer"],
+        "tokens": ids(ApiToken.objects.filter(project=project), "prefix"),
+        "agent-turns": ids(AgentTurn.objects.all()),
+        "agent-activations": ids(AgentActivation.objects.all()),
+        "policy-activations": ids(PolicyActivation.objects.all()),
+        "budget-periods": ids(BudgetPeriod.objects.all()),
+        "budget-alerts": ids(BudgetAlert.objects.all()),
+        "circuit-breakers": ids(CircuitBreaker.objects.all()),
+        "audit-events": ids(AuditEvent.objects.filter(project=project), "sequence"),
+        "cost-entries": ids(CostEntry.objects.filter(project=project), "call_id"),
+        "budget-reservations": ids(BudgetReservation.objects.filter(project=project), "call_id"),
+        "replays": ids(ReplayJob.objects.filter(project=project)),
     }
+
+
+def _candidates(path: str, known: dict[str, list]) -> dict[str, list]:
+    """For each ``{param}`` of ``path``, the seeded values that fit it."""
+    segments = path.strip("/").split("/")
+    out = {}
+    for index, segment in enumerate(segments):
+        if segment.startswith("{") and index > 0:
+            name = segment[1:-1]
+            values = NESTED.get(name) or known.get(segments[index - 1], [])
+            if values:
+                out[name] = values
+    return out
 
 
 @pytest.mark.parametrize("kind", ["admin", "viewer"])
 def test_fuzz_the_api(fuzz_project, kind):
     project, tokens = fuzz_project
     schema = _live_schema()
-    known = {**KNOWN, **_known_ids(project)}
+    known = _known_values(project)
     headers = {"Authorization": f"Bearer {tokens[kind]}"}
     failures: dict[str, str] = {}
     statuses: Counter[int] = Counter()
@@ -121,8 +161,8 @@ def test_fuzz_the_api(fuzz_project, kind):
             params["project"] = "no-such-project" if destroy_project else project.slug
         if case.query and "cursor" in case.query and data.draw(st.booleans()):
             del case.query["cursor"]  # a made-up cursor is a 404; read the first page too
-        for key, values in known.items():
-            if key in params and values and data.draw(st.booleans()):
+        for key, values in _candidates(case.path, known).items():
+            if key in params and data.draw(st.integers(0, 3)):
                 params[key] = data.draw(st.sampled_from(values))
         try:
             response = case.call_and_validate(headers=headers, checks=CHECKS)

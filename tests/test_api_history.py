@@ -86,3 +86,30 @@ def test_a_turn_never_shows_a_token_shaped_secret(admin_client_api, project, adm
     detail = admin_client_api.get(f"{base(project)}/agent-turns/{listed[0]['id']}/")
     assert secret not in str(listed) and secret not in detail.content.decode()
     assert "********" in listed[0]["input"]
+
+
+@pytest.mark.parametrize(
+    ("value", "status"),
+    [
+        ("0777-01-28T04:03:08-17:32", 200),  # PostgreSQL refuses this offset as given
+        ("0001-01-01T00:00:00+01:00", 400),  # before year 1 in UTC
+        ("not a time", 400),
+    ],
+)
+def test_date_time_filters_take_any_offset_and_refuse_what_is_out_of_range(
+    admin_client_api, project, value, status
+):
+    for name in ("budget-reservations", "agent-turns", "policy-activations"):
+        response = admin_client_api.get(f"{base(project)}/{name}/", {"created_after": value})
+        if name == "policy-activations":
+            response = admin_client_api.get(f"{base(project)}/{name}/", {"activated_after": value})
+        assert response.status_code == status, (name, response.content)
+
+
+def test_policy_active_at_takes_any_offset(admin_client_api, project, admin_user):
+    from governance.services import policy_create
+
+    policy_create(project=project, slug="default", actor=admin_user)
+    url = f"{base(project)}/policies/default/active-at/"
+    assert admin_client_api.get(url, {"at": "0777-01-28T04:03:08-17:32"}).status_code == 404
+    assert admin_client_api.get(url, {"at": "0001-01-01T00:00:00+01:00"}).status_code == 400

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import IntegrityError
+from django.db import DataError, IntegrityError
 from django.http import JsonResponse
 from django.views import defaults
 from rest_framework import exceptions, status
@@ -23,7 +23,8 @@ def exception_handler(exc, context):
     errors from surfacing as 500s. A 400 is always an object (a bare list of messages goes
     under ``non_field_errors``), as the schema's ``ValidationErrors`` says. A database
     ``IntegrityError`` (a unique name taken by a concurrent request between the check and
-    the insert) -> 409 Conflict: the request changed nothing and may be retried.
+    the insert) -> 409 Conflict: the request changed nothing and may be retried. A
+    ``DataError`` (a value out of the database's range that a field let through) -> 400.
     """
     if isinstance(exc, IntegrityError):
         logger.warning("integrity error answered with 409: %s", type(exc).__name__)
@@ -33,6 +34,13 @@ def exception_handler(exc, context):
                 "nothing was changed. Reload and retry."
             },
             status=status.HTTP_409_CONFLICT,
+        )
+    if isinstance(exc, DataError):
+        # A value the database cannot hold (out of its range): bad input, changed nothing.
+        logger.warning("data error answered with 400: %s", exc)
+        return Response(
+            {"non_field_errors": ["A value is out of the range the database can store."]},
+            status=status.HTTP_400_BAD_REQUEST,
         )
     if isinstance(exc, DjangoValidationError):
         if hasattr(exc, "error_dict"):
