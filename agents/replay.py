@@ -136,7 +136,7 @@ def replay_draft_validate(*, project, kind: str, target: str, draft: Any) -> Dra
         if policy is None and target != DEFAULT_POLICY_SLUG:
             raise ValidationError({"target": [f"No policy {target!r} in this project."]})
         document = draft.get("document")
-        if not isinstance(document, str):
+        if set(draft) != {"document"} or not isinstance(document, str):
             raise ValidationError({"draft.document": ["The policy's YAML text is required."]})
         try:
             parsed = validate_policy_text(document)
