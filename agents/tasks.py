@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from celery import shared_task
 
-
 # A replay reads every recorded call of its range (about 150-600 calls per second, see
 # bench/replay.py): an hour, not the global 5-minute limit; past it the job fails, saying so.
 REPLAY_SOFT_TIME_LIMIT_SECONDS = 3600
