@@ -25,6 +25,15 @@ from controlplane.models import Project, Role
 from controlplane.shell import acting_project, project_page
 from governance.replay import CHANGE_KINDS
 
+CHANGE_LABELS = {
+    "newly_denied": "newly denied",
+    "newly_requiring_approval": "newly requiring approval",
+    "newly_allowed": "newly allowed",
+    "pii_changed": "PII action changed",
+    "budget_hit": "budget hit",
+    "budget_cleared": "budget no longer hit",
+}
+
 
 class ReplayForm(forms.Form):
     kind = forms.ChoiceField(choices=ReplayDraftKind.choices, label="Draft of")
@@ -132,8 +141,11 @@ def replay_detail(request: HttpRequest, pk: int, *, project: Project, role: Role
         "job": job,
         "running": running,
         "summary": summary,
-        "counts": [(kind.replace("_", " "), summary.get(kind, 0)) for kind in CHANGE_KINDS],
-        "changes": (job.result or {}).get("changes", []),
+        "counts": [(CHANGE_LABELS[kind], summary.get(kind, 0)) for kind in CHANGE_KINDS],
+        "changes": [
+            {**change, "labels": [CHANGE_LABELS.get(k, k) for k in change.get("changes", [])]}
+            for change in (job.result or {}).get("changes", [])
+        ],
     }
     return render_page(
         request, "agents/replay_detail.html", "agents/partials/replay_status.html", context

@@ -315,5 +315,5 @@ def test_the_replay_page_starts_a_replay_and_shows_errors_in_place(project, admi
     assert b'hx-trigger="every 2s"' in running.content
     replay_job_run(job_id=job.pk)
     shown = client.get(good["Location"]).content.decode()
-    assert "What would have changed" in shown and "newly_denied" in shown
+    assert "What would have changed" in shown and "newly denied" in shown
     assert 'hx-trigger="every 2s"' not in shown
