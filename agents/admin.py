@@ -12,6 +12,7 @@ from agents.models import (
     AgentVersion,
     MCPServer,
     ModelEndpoint,
+    ReplayJob,
     Tool,
     ToolGrant,
 )
@@ -93,3 +94,11 @@ class AgentTurnAdmin(ReadOnlyAdmin):
 
     list_display = ("pk", "agent_version", "status", "run_id", "cost_usd", "created_at")
     list_filter = ("status",)
+
+
+@admin.register(ReplayJob)
+class ReplayJobAdmin(ReadOnlyAdmin):
+    """Policy replays are started from their page or the API and written by their task."""
+
+    list_display = ("pk", "project", "kind", "target", "status", "done", "total", "created_at")
+    list_filter = ("status", "kind")

@@ -5,7 +5,17 @@ from __future__ import annotations
 import django_filters
 from django.db.models import Q
 
-from agents.models import Agent, AgentVersion, MCPServer, ModelEndpoint, Tool
+from agents.models import (
+    Agent,
+    AgentActivation,
+    AgentTurn,
+    AgentVersion,
+    MCPServer,
+    ModelEndpoint,
+    ReplayJob,
+    Tool,
+)
+from controlplane.filters import IsoDateTimeFilter
 
 
 class ModelEndpointFilter(django_filters.FilterSet):
@@ -60,9 +70,42 @@ class AgentFilter(django_filters.FilterSet):
 
 class AgentVersionFilter(django_filters.FilterSet):
     created_by = django_filters.CharFilter(field_name="created_by__username")
-    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    created_after = IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
 
     class Meta:
         model = AgentVersion
         fields = ["created_by"]
+
+
+class AgentTurnFilter(django_filters.FilterSet):
+    agent = django_filters.CharFilter(field_name="agent_version__agent__slug", label="Agent slug.")
+    agent_version = django_filters.NumberFilter(
+        field_name="agent_version__number", label="Version number (use with agent)."
+    )
+    user = django_filters.CharFilter(field_name="user__username", label="Username.")
+    created_after = IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+
+    class Meta:
+        model = AgentTurn
+        fields = ["agent", "agent_version", "status", "run_id", "step_id", "user"]
+
+
+class AgentActivationFilter(django_filters.FilterSet):
+    agent = django_filters.CharFilter(field_name="agent__slug", label="Agent slug.")
+    activated_after = IsoDateTimeFilter(field_name="activated_at", lookup_expr="gte")
+    activated_before = IsoDateTimeFilter(field_name="activated_at", lookup_expr="lt")
+
+    class Meta:
+        model = AgentActivation
+        fields = ["agent"]
+
+
+class ReplayJobFilter(django_filters.FilterSet):
+    created_after = IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+
+    class Meta:
+        model = ReplayJob
+        fields = ["kind", "target", "status"]

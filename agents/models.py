@@ -556,3 +556,62 @@ class AgentTurn(models.Model):
 
     def __str__(self) -> str:
         return f"turn {self.pk} of {self.agent_version} ({self.status})"
+
+
+class ReplayDraftKind(models.TextChoices):
+    POLICY = "policy", "Project policy (YAML not yet stored)"
+    AGENT_VERSION = "agent_version", "Agent version (config not yet activated)"
+    GRANTS = "grants", "Grant set of an agent"
+
+
+class ReplayStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    COMPLETED = "completed", "Completed"
+    FAILED = "failed", "Failed"
+
+
+class ReplayJob(models.Model):
+    """A policy replay (``agents.replay``): the recorded tool and model calls of
+    ``[starts_at, ends_at)`` decided again under a draft, with no side effects.
+
+    ``kind`` and ``target`` name what the draft replaces (a policy slug, or an agent slug
+    for ``agent_version`` and ``grants``); ``draft`` is ``{"document": YAML}``,
+    ``{"config": AgentVersionConfig}`` or ``{"grants": [GrantConfig, ...]}``. A Celery task
+    runs it; ``done`` of ``total`` recorded calls gives the progress; ``result`` is
+    ``governance.replay.ReplayReport.as_data()``.
+    """
+
+    project = models.ForeignKey(
+        "controlplane.Project", on_delete=models.CASCADE, related_name="replay_jobs"
+    )
+    kind = models.CharField(max_length=16, choices=ReplayDraftKind.choices)
+    target = models.CharField(max_length=50)
+    draft = models.JSONField()
+    starts_at = models.DateTimeField()
+    ends_at = models.DateTimeField()
+    status = models.CharField(
+        max_length=16, choices=ReplayStatus.choices, default=ReplayStatus.QUEUED, db_index=True
+    )
+    total = models.PositiveIntegerField(default=0)
+    done = models.PositiveIntegerField(default=0)
+    result = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"replay {self.pk} of {self.kind} {self.target} ({self.status})"
+
+    @property
+    def progress_percent(self) -> int:
+        if self.status == ReplayStatus.COMPLETED:
+            return 100
+        return int(100 * self.done / self.total) if self.total else 0

@@ -421,3 +421,10 @@ def agent_version_activate(*, version: AgentVersion, actor=None) -> Agent:
         return agent
     _activate(agent=agent, version=version, actor=actor)
     return agent
+
+
+def agent_config_resolve(project, config: AgentVersionConfig, *, agent: Agent | None = None):
+    """The endpoint, tools (by name), delegates, policy and budget a config names, without
+    writing anything (e.g. to check a draft for a replay). Raises ``ValidationError``
+    keyed by config path (``grants.0.tool``, ``model_endpoint``, ``budget``)."""
+    return _resolve(project, config, agent=agent)

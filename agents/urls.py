@@ -6,7 +6,7 @@ slugs and tool names that would collide with them (``agents.models.RESERVED_*``)
 
 from django.urls import path
 
-from agents import views
+from agents import views, views_replay
 
 urlpatterns = [
     path("agents/", views.agent_list, name="agents"),
@@ -26,6 +26,8 @@ urlpatterns = [
         views.agent_version_activate,
         name="agent-version-activate",
     ),
+    path("replays/", views_replay.replay_list, name="replays"),
+    path("replays/<int:pk>/", views_replay.replay_detail, name="replay-detail"),
     path("tools/", views.tool_list, name="tools"),
     path("tools/new/", views.tool_create, name="tool-create"),
     path("tools/mcp-servers/", views.mcp_server_list, name="mcp-servers"),

@@ -2,9 +2,35 @@
 
 from __future__ import annotations
 
+from datetime import UTC
+
 import django_filters
+from django.core.exceptions import ValidationError
+from django_filters.fields import IsoDateTimeField as _IsoDateTimeField
 
 from controlplane.models import ApiToken, Membership, Project
+
+
+class UtcIsoDateTimeField(_IsoDateTimeField):
+    """An ISO 8601 date-time, given in UTC to the database: PostgreSQL refuses offsets
+    beyond +-15:59 that Python accepts (a 500 otherwise), and a year out of range is a
+    field error, not a crash."""
+
+    def to_python(self, value):
+        value = super().to_python(value)
+        if value is None:
+            return None
+        try:
+            return value.astimezone(UTC)
+        except (OverflowError, ValueError) as exc:
+            raise ValidationError("The date-time is out of range.", code="invalid") from exc
+
+
+class IsoDateTimeFilter(django_filters.IsoDateTimeFilter):
+    """``django_filters.IsoDateTimeFilter`` with ``UtcIsoDateTimeField``: use it for every
+    date-time filter of the API."""
+
+    field_class = UtcIsoDateTimeField
 
 
 class ProjectFilter(django_filters.FilterSet):

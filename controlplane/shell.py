@@ -33,7 +33,7 @@ NAV_ITEMS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("Approvals", "approvals", ("approvals",)),
     ("Costs", "costs", ("costs",)),
     ("Budgets", "budgets", ("budgets",)),
-    ("Policies", "policies", ("policies",)),
+    ("Policies", "policies", ("policies", "replays", "replay-detail")),
     ("Audit", "audit-list", ("audit-list",)),
 )
 

@@ -2,7 +2,11 @@
 
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import (
+    SpectacularAPIView,
+    SpectacularRedocView,
+    SpectacularSwaggerView,
+)
 
 from controlplane import health
 from controlplane.api import urls as controlplane_api
@@ -19,7 +23,7 @@ api_v1 = [
     *controlplane_api.urlpatterns,
     path("projects/<slug:project>/", include(project_api)),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs-v1"),
 ]
 
 urlpatterns = [
@@ -27,9 +31,16 @@ urlpatterns = [
     path("readyz", health.readyz, name="readyz"),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
+    # The API's documentation: Swagger UI and Redoc (assets from drf-spectacular-sidecar).
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("api/docs/redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
     path("", include("controlplane.urls_ui")),
     path("", include("governance.urls")),
     path("", include("agents.urls")),
     path("", include("flows.urls")),
     path("", include("approvals.urls")),
 ]
+
+# Under /api/, unrouted URLs and crashes answer JSON like the rest of the API.
+handler404 = "controlplane.api.exceptions.not_found"
+handler500 = "controlplane.api.exceptions.server_error"

@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -304,6 +304,12 @@ def _counters(request: ToolCallRequest, now: datetime) -> list[_Counter]:
     return counters
 
 
+def counter_windows(request: ToolCallRequest, now: datetime) -> list[tuple[str, int]]:
+    """The ``(key, window_start)`` of every counter an allowed call of ``request`` takes
+    (per-run caps and the rate limit window), e.g. for a replay's simulated counters."""
+    return [(c.key, c.window_start) for c in _counters(request, now)]
+
+
 # --- circuit breakers -------------------------------------------------------------------
 
 BREAKER_CACHE_SECONDS = 1.0
@@ -470,15 +476,28 @@ def record_tool_outcome(
 # --- the decision -----------------------------------------------------------------------
 
 
-def decide_tool_call(request: ToolCallRequest, *, dry_run: bool = False) -> Decision:
+def decide_tool_call(
+    request: ToolCallRequest,
+    *,
+    dry_run: bool = False,
+    counts: Callable[[str, int], int] | None = None,
+    breakers: bool = True,
+) -> Decision:
     """Decide a proposed tool call (see the module docstring for the steps).
 
     Never raises: an exception inside the engine becomes a ``deny`` with rule
     ``policy.error`` and, unless ``dry_run``, an audit event ``policy.error`` naming the
     exception type (not its arguments, which may carry call data).
+
+    For a replay (``governance.replay``), a dry run may read the counters from ``counts``
+    (``(key, window_start) -> count``, e.g. a simulation) instead of the database, and
+    skip the circuit breakers (``breakers=False``): a past breaker state is a recorded
+    fact, not something the policy being replayed decides.
     """
+    if counts is not None and not dry_run:
+        raise ValueError("counts replaces the stored counters only in a dry run")
     try:
-        return _decide(request, dry_run=dry_run)
+        return _decide(request, dry_run=dry_run, counts=counts, breakers=breakers)
     except Exception as exc:  # noqa: BLE001 - fail closed on anything
         logger.exception("policy engine error", extra={"tool_id": request.tool.id})
         decision = Decision(
@@ -516,7 +535,13 @@ def _audit_engine_error(request: ToolCallRequest, exc: Exception, decision: Deci
         logger.exception("could not audit a policy engine error")
 
 
-def _decide(request: ToolCallRequest, *, dry_run: bool) -> Decision:
+def _decide(
+    request: ToolCallRequest,
+    *,
+    dry_run: bool,
+    counts: Callable[[str, int], int] | None = None,
+    breakers: bool = True,
+) -> Decision:
     policy = request.policy
 
     def decision(effect: str, rule: str, *messages: str, grant: GrantSpec | None = None):
@@ -562,7 +587,7 @@ def _decide(request: ToolCallRequest, *, dry_run: bool) -> Decision:
     if outcome.effect == DENY:
         return decision(DENY, rule, outcome.reason, grant=grant)
 
-    blocked = _breaker_check(request, now, dry_run=dry_run)
+    blocked = _breaker_check(request, now, dry_run=dry_run) if breakers else None
     if blocked:
         return decision(DENY, "breaker.open", blocked, grant=grant)
 
@@ -570,8 +595,9 @@ def _decide(request: ToolCallRequest, *, dry_run: bool) -> Decision:
     if not counters:
         return decision(outcome.effect, rule, outcome.reason, grant=grant)
     if dry_run:
+        read = counts or (lambda key, window_start: counter_value(key, window_start=window_start))
         for counter in counters:
-            if counter_value(counter.key, window_start=counter.window_start) >= counter.limit:
+            if read(counter.key, counter.window_start) >= counter.limit:
                 return decision(DENY, counter.rule, counter.message, grant=grant)
         return decision(outcome.effect, rule, outcome.reason, grant=grant)
     counts = counters_increment([(c.key, c.window_start, c.expires_at) for c in counters])

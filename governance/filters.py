@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import django_filters
 
+from controlplane.filters import IsoDateTimeFilter
 from governance.models import (
     AuditEvent,
     Budget,
+    BudgetAlert,
+    BudgetPeriod,
     BudgetReservation,
+    CircuitBreaker,
     CostEntry,
     Policy,
+    PolicyActivation,
     PolicyVersion,
 )
 
@@ -17,8 +22,8 @@ from governance.models import (
 class AuditEventFilter(django_filters.FilterSet):
     action = django_filters.CharFilter(lookup_expr="exact")
     action_prefix = django_filters.CharFilter(field_name="action", lookup_expr="startswith")
-    occurred_after = django_filters.IsoDateTimeFilter(field_name="occurred_at", lookup_expr="gte")
-    occurred_before = django_filters.IsoDateTimeFilter(field_name="occurred_at", lookup_expr="lt")
+    occurred_after = IsoDateTimeFilter(field_name="occurred_at", lookup_expr="gte")
+    occurred_before = IsoDateTimeFilter(field_name="occurred_at", lookup_expr="lt")
     sequence_after = django_filters.NumberFilter(field_name="sequence", lookup_expr="gt")
 
     class Meta:
@@ -35,8 +40,8 @@ class PolicyFilter(django_filters.FilterSet):
 
 
 class PolicyVersionFilter(django_filters.FilterSet):
-    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    created_after = IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
 
     class Meta:
         model = PolicyVersion
@@ -55,8 +60,8 @@ class BudgetReservationFilter(django_filters.FilterSet):
     budget = django_filters.CharFilter(
         field_name="lines__budget__name", distinct=True, label="Name of a budget it holds."
     )
-    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    created_after = IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
 
     class Meta:
         model = BudgetReservation
@@ -75,10 +80,10 @@ CostEntryFilter = type(
         ),
         "user": django_filters.CharFilter(field_name="user__username", label="Username."),
         "tool": django_filters.CharFilter(field_name="tool__name", label="Tool name."),
-        "from": django_filters.IsoDateTimeFilter(
+        "from": IsoDateTimeFilter(
             field_name="occurred_at", lookup_expr="gte", label="Occurred at or after (ISO 8601)."
         ),
-        "to": django_filters.IsoDateTimeFilter(
+        "to": IsoDateTimeFilter(
             field_name="occurred_at", lookup_expr="lt", label="Occurred before (ISO 8601)."
         ),
         "Meta": type(
@@ -91,3 +96,42 @@ CostEntryFilter = type(
         ),
     },
 )
+
+
+class PolicyActivationFilter(django_filters.FilterSet):
+    policy = django_filters.CharFilter(field_name="policy__slug", label="Policy slug.")
+    activated_after = IsoDateTimeFilter(field_name="activated_at", lookup_expr="gte")
+    activated_before = IsoDateTimeFilter(field_name="activated_at", lookup_expr="lt")
+
+    class Meta:
+        model = PolicyActivation
+        fields = ["policy"]
+
+
+class BudgetPeriodFilter(django_filters.FilterSet):
+    budget = django_filters.CharFilter(field_name="budget__name", label="Budget name.")
+    period_start = django_filters.DateFilter()
+    period_after = django_filters.DateFilter(field_name="period_start", lookup_expr="gte")
+    period_before = django_filters.DateFilter(field_name="period_start", lookup_expr="lt")
+
+    class Meta:
+        model = BudgetPeriod
+        fields = ["budget", "period_start"]
+
+
+class BudgetAlertFilter(django_filters.FilterSet):
+    budget = django_filters.CharFilter(field_name="budget__name", label="Budget name.")
+    created_after = IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+
+    class Meta:
+        model = BudgetAlert
+        fields = ["budget", "period_start", "threshold"]
+
+
+class CircuitBreakerFilter(django_filters.FilterSet):
+    tool = django_filters.CharFilter(field_name="label", label="Tool name.")
+
+    class Meta:
+        model = CircuitBreaker
+        fields = ["state", "tool"]

@@ -46,3 +46,72 @@ def test_every_viewset_declares_filters_and_ordering(viewset):
         f"{viewset.__name__} declares no ordering_fields"
     )
     assert getattr(viewset, "ordering", None), f"{viewset.__name__} declares no default ordering"
+
+
+def test_every_list_is_cursor_paginated():
+    from rest_framework.mixins import ListModelMixin
+    from rest_framework.pagination import CursorPagination
+
+    for viewset in _viewsets():
+        if issubclass(viewset, ListModelMixin):
+            assert viewset.pagination_class and issubclass(
+                viewset.pagination_class, CursorPagination
+            ), f"{viewset.__name__} lists without cursor pagination"
+
+
+# Models with no endpoint of their own, and where their data is reachable instead.
+NOT_SERVED_ALONE = {
+    "controlplane.User": "members/ and tokens/ show usernames; accounts are managed in admin",
+    "controlplane.WorkerHeartbeat": "operational: /readyz reports workers",
+    "governance.AuditChainHead": "internal lock row of the audit chain",
+    "governance.UsageCounter": "internal counters; agents/{agent}/dry-run/ reports caps",
+    "governance.BudgetReservationLine": "the lines of budget-reservations/",
+    "agents.ToolGrant": "the grants of an agent version's config",
+}
+
+
+def _served_models() -> set[str]:
+    served = set()
+    for viewset in _viewsets():
+        queryset = getattr(viewset, "queryset", None)
+        if queryset is not None:
+            served.add(queryset.model._meta.label)
+        serializer = getattr(viewset, "serializer_class", None)
+        meta = getattr(serializer, "Meta", None)
+        if meta is not None and getattr(meta, "model", None) is not None:
+            served.add(meta.model._meta.label)
+    return served
+
+
+@pytest.mark.parametrize(
+    "app",
+    [
+        "controlplane",
+        "governance",
+        "agents",
+        "flows",
+        # The inbox work adds the approvals API; until it is merged, ApprovalRequest has none.
+        pytest.param("approvals", marks=pytest.mark.xfail(reason="approvals API not merged yet")),
+    ],
+)
+def test_every_model_is_reachable_over_rest(app):
+    from django.apps import apps
+
+    served = _served_models()
+    missing = [
+        model._meta.label
+        for model in apps.get_app_config(app).get_models()
+        if model._meta.label not in served and model._meta.label not in NOT_SERVED_ALONE
+    ]
+    assert not missing, f"models with no REST endpoint: {missing}"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", ["/api/docs/", "/api/docs/redoc/", "/api/v1/docs/"])
+def test_api_docs_are_served_from_vendored_assets(client, path):
+    response = client.get(path)
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "/static/drf_spectacular_sidecar/" in html
+    assert "cdn." not in html and "unpkg" not in html and "jsdelivr" not in html
+    assert "/api/v1/schema/" in html

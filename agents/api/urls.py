@@ -2,6 +2,8 @@
 
 from rest_framework.routers import SimpleRouter
 
+from agents.api.history import AgentActivationViewSet, AgentTurnViewSet
+from agents.api.replay import ReplayJobViewSet
 from agents.api.viewsets import (
     AgentVersionViewSet,
     AgentViewSet,
@@ -15,6 +17,9 @@ router.register("model-endpoints", ModelEndpointViewSet, basename="model-endpoin
 router.register("mcp-servers", MCPServerViewSet, basename="mcp-server")
 router.register("tools", ToolViewSet, basename="tool")
 router.register("agents", AgentViewSet, basename="agent")
+router.register("agent-turns", AgentTurnViewSet, basename="agent-turn")
+router.register("agent-activations", AgentActivationViewSet, basename="agent-activation")
+router.register("replays", ReplayJobViewSet, basename="replay")
 
 # Versions nest under their agent; path converters give the schema typed parameters
 # (agent: slug, number: int).

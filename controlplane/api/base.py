@@ -9,23 +9,12 @@ action needs. Safe methods need viewer + ``read``; other methods need operator +
 from __future__ import annotations
 
 from rest_framework import viewsets
-from rest_framework.pagination import CursorPagination
 
+from controlplane.api.pagination import ProjectCursorPagination  # noqa: F401 (re-exported)
 from controlplane.models import ApiToken, Role, TokenScope
 from controlplane.permissions import get_project_or_404
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
-
-
-class ProjectCursorPagination(CursorPagination):
-    """Cursor pages of 50 (``?page_size=`` up to 200); the order is the view's ``ordering``
-    (or ``?ordering=``), whose first field should be unique so pages stay stable while
-    rows are added."""
-
-    page_size = 50
-    page_size_query_param = "page_size"
-    max_page_size = 200
-    ordering = "pk"
 
 
 def request_token(request) -> ApiToken | None:

@@ -222,12 +222,16 @@ class BudgetReservationViewSet(
 
 
 class CostEntrySerializer(serializers.ModelSerializer):
-    user = serializers.CharField(source="user.username", default=None, read_only=True)
-    agent = serializers.CharField(source="agent.slug", default=None, read_only=True)
-    agent_version = serializers.IntegerField(
-        source="agent_version.number", default=None, read_only=True
+    user = serializers.CharField(
+        source="user.username", default=None, read_only=True, allow_null=True
     )
-    tool = serializers.CharField(source="tool.name", default=None, read_only=True)
+    agent = serializers.CharField(
+        source="agent.slug", default=None, read_only=True, allow_null=True
+    )
+    agent_version = serializers.IntegerField(
+        source="agent_version.number", default=None, read_only=True, allow_null=True
+    )
+    tool = serializers.CharField(source="tool.name", default=None, read_only=True, allow_null=True)
     cost_usd = _usd_field()
     input_usd_per_mtok = _usd_field(allow_null=True)
     output_usd_per_mtok = _usd_field(allow_null=True)

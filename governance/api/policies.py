@@ -7,6 +7,8 @@ without saving (viewer, read scope).
 
 from __future__ import annotations
 
+from datetime import UTC
+
 from django.db import transaction
 from django.shortcuts import get_object_or_404
 from django.utils.dateparse import parse_datetime
@@ -46,7 +48,9 @@ class PolicyCreateSerializer(serializers.Serializer):
 
 
 class PolicyVersionSerializer(serializers.ModelSerializer):
-    created_by = serializers.CharField(source="created_by.username", default=None, read_only=True)
+    created_by = serializers.CharField(
+        source="created_by.username", default=None, read_only=True, allow_null=True
+    )
     is_active = serializers.SerializerMethodField()
 
     class Meta:
@@ -172,8 +176,13 @@ class PolicyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectSco
     def active_at(self, request, *args, **kwargs):
         """The version that was active at ``at`` (ISO 8601); 404 before the first one."""
         policy = self.get_object()
-        at = parse_datetime(request.query_params.get("at", ""))
-        if at is None or at.tzinfo is None:
+        try:
+            at = parse_datetime(request.query_params.get("at", ""))
+            # In UTC: PostgreSQL refuses offsets beyond +-15:59 that Python accepts.
+            at = at.astimezone(UTC) if at is not None and at.tzinfo is not None else None
+        except (OverflowError, ValueError):
+            at = None
+        if at is None:
             raise ValidationError({"at": ["An ISO 8601 date-time with a time zone is required."]})
         version = selectors.policy_version_active_at(policy=policy, at=at)
         if version is None:

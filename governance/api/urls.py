@@ -3,6 +3,12 @@
 from rest_framework.routers import SimpleRouter
 
 from governance.api.budgets import BudgetReservationViewSet, BudgetViewSet, CostEntryViewSet
+from governance.api.history import (
+    BudgetAlertViewSet,
+    BudgetPeriodViewSet,
+    CircuitBreakerViewSet,
+    PolicyActivationViewSet,
+)
 from governance.api.policies import PolicyVersionViewSet, PolicyViewSet
 from governance.api.viewsets import AuditEventViewSet
 
@@ -12,6 +18,10 @@ router.register("policies", PolicyViewSet, basename="policy")
 router.register("budgets", BudgetViewSet, basename="budget")
 router.register("budget-reservations", BudgetReservationViewSet, basename="budget-reservation")
 router.register("cost-entries", CostEntryViewSet, basename="cost-entry")
+router.register("policy-activations", PolicyActivationViewSet, basename="policy-activation")
+router.register("budget-periods", BudgetPeriodViewSet, basename="budget-period")
+router.register("budget-alerts", BudgetAlertViewSet, basename="budget-alert")
+router.register("circuit-breakers", CircuitBreakerViewSet, basename="circuit-breaker")
 # Versions nest under their policy (typed path parameters: policy slug, number int).
 version_router = SimpleRouter(use_regex_path=False)
 version_router.register(
