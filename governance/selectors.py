@@ -84,6 +84,9 @@ from governance.budgets import (  # noqa: E402, F401
     reservations_in_flight,
 )
 
+# The decision log of a run and cost reports; re-exported here.
+from governance.decisions import run_decision_log  # noqa: E402, F401
+
 # Policies (versioned YAML documents) live in governance.policies; re-exported here.
 from governance.policies import (  # noqa: E402, F401
     effective_policy,
@@ -91,3 +94,4 @@ from governance.policies import (  # noqa: E402, F401
     policy_diff,
     policy_version_active_at,
 )
+from governance.reports import budget_burndown, cost_report  # noqa: E402, F401

@@ -4,10 +4,11 @@ from rest_framework.routers import SimpleRouter
 
 from governance.api.budgets import BudgetReservationViewSet, BudgetViewSet, CostEntryViewSet
 from governance.api.policies import PolicyVersionViewSet, PolicyViewSet
-from governance.api.viewsets import AuditEventViewSet
+from governance.api.viewsets import AuditEventViewSet, DecisionLogViewSet
 
 router = SimpleRouter()
 router.register("audit-events", AuditEventViewSet, basename="audit-event")
+router.register("decision-logs", DecisionLogViewSet, basename="decision-log")
 router.register("policies", PolicyViewSet, basename="policy")
 router.register("budgets", BudgetViewSet, basename="budget")
 router.register("budget-reservations", BudgetReservationViewSet, basename="budget-reservation")
