@@ -16,7 +16,6 @@ from datetime import datetime
 from typing import Any
 
 from django.db.models import Q
-from django.db.models.fields.json import KeyTextTransform
 
 from governance.models import AuditEvent
 
@@ -70,12 +69,7 @@ class DecisionLog:
 
 def run_events(project, run_id: str):
     """The audit events of ``run_id`` in ``project``, in chain order."""
-    return (
-        AuditEvent.objects.filter(project=project)
-        .alias(data_run_id=KeyTextTransform("run_id", "data"))
-        .filter(data_run_id=run_id)
-        .order_by("sequence")
-    )
+    return AuditEvent.objects.filter(project=project, data__run_id=run_id).order_by("sequence")
 
 
 def _counts(*values: Any) -> dict[str, int]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import django_filters
 from django.core.validators import RegexValidator
 from django.db.models import Q
-from django.db.models.fields.json import KeyTextTransform
 
 from governance.models import (
     AuditEvent,
@@ -20,7 +19,7 @@ from governance.models import (
 def _run_events(events, run_id: str):
     """Events of one run: the runtime writes ``run_id`` in each decision's data (an
     expression index on PostgreSQL and SQLite serves it)."""
-    return events.alias(data_run_id=KeyTextTransform("run_id", "data")).filter(data_run_id=run_id)
+    return events.filter(data__run_id=run_id)
 
 
 class AuditEventFilter(django_filters.FilterSet):

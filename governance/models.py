@@ -8,7 +8,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
-from django.db.models.fields.json import KeyTextTransform
+from django.db.models.fields.json import KeyTransform
 from django.utils import timezone
 
 from controlplane.immutable import ImmutableModel
@@ -78,7 +78,7 @@ class AuditEvent(models.Model):
             models.Index(fields=["project", "sequence"], name="audit_project_seq"),
             models.Index(fields=["object_type", "object_id"], name="audit_object"),
             # The run filter and the decision log: the runtime writes run_id in the data.
-            models.Index(KeyTextTransform("run_id", "data"), name="audit_data_run"),
+            models.Index(KeyTransform("run_id", "data"), name="audit_data_run"),
         ]
 
     def __str__(self) -> str:

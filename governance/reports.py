@@ -39,6 +39,7 @@ INTERVALS = ("day", "week", "month")
 MAX_GROUP_BY = 2
 MAX_PERIODS = 1000
 OTHER = "(other)"
+USD_PLACES = Decimal("0.00000001")
 NONE_LABEL = "(none)"
 
 
@@ -213,7 +214,7 @@ class CostReport:
 
     @property
     def total_usd(self) -> Decimal:
-        return sum((row.cost_usd for row in self.rows), Decimal(0))
+        return sum((row.cost_usd for row in self.rows), Decimal(0)).quantize(USD_PLACES)
 
     @property
     def total_entries(self) -> int:
@@ -413,9 +414,7 @@ def _rollup_filter(
         return rollups
     if filters.agent:
         rollups = rollups.filter(
-            agent_pk__in=_related_ids(
-                "agent", project_ids, slug=filters.agent, project_id__in=project_ids
-            )
+            agent_pk__in=_related_ids("agent", slug=filters.agent, project_id__in=project_ids)
         )
     if filters.agent_version is not None:
         lookup: dict[str, Any] = {"number": filters.agent_version}
@@ -521,7 +520,7 @@ def cost_report(
         CostReportRow(
             period=period,
             group=tuple(_label(v, names) for v, names in zip(values, labels, strict=True)),
-            cost_usd=sums[0],
+            cost_usd=sums[0].quantize(USD_PLACES),
             entries=sums[1],
             input_tokens=sums[2],
             output_tokens=sums[3],
