@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.db.models import QuerySet
+from django.db.models import QuerySet, TextField
+from django.db.models.functions import Cast
 
-from governance.audit_chain import GENESIS_HASH_VALUE, event_hash
+from governance.audit_chain import GENESIS_HASH_VALUE, HASHED_FIELDS, event_hash_from_text
 from governance.models import AuditChainHead, AuditEvent
 
 
@@ -40,24 +41,34 @@ def audit_chain_verify(*, chunk_size: int = 2000) -> ChainVerification:
     expected = 1
     prev = GENESIS_HASH_VALUE
     checked = 0
-    for event in AuditEvent.objects.order_by("sequence").iterator(chunk_size=chunk_size):
+    # Plain tuples and the stored JSON text: no model instances, and the data hashed by
+    # ``event_hash_from_text`` (the same digest as ``event_hash``, computed in C).
+    names = [name for name in HASHED_FIELDS if name != "data"]
+    rows = (
+        AuditEvent.objects.order_by("sequence")
+        .annotate(data_text=Cast("data", TextField()))
+        .values_list(*names, "data_text", "hash")
+    )
+    for row in rows.iterator(chunk_size=chunk_size):
         checked += 1
-        if event.sequence != expected:
+        fields = dict(zip(names, row, strict=False))
+        sequence = fields["sequence"]
+        if sequence != expected:
             return ChainVerification(
                 False,
                 checked,
                 expected,
-                f"sequence {expected} is missing (next is {event.sequence})",
+                f"sequence {expected} is missing (next is {sequence})",
             )
-        if event.prev_hash != prev:
+        if fields["prev_hash"] != prev:
             return ChainVerification(
-                False, checked, event.sequence, "prev_hash does not match the previous event's hash"
+                False, checked, sequence, "prev_hash does not match the previous event's hash"
             )
-        if event_hash(event.__dict__) != event.hash:
+        if event_hash_from_text(fields, row[-2]) != row[-1]:
             return ChainVerification(
-                False, checked, event.sequence, "content does not match its hash (event altered)"
+                False, checked, sequence, "content does not match its hash (event altered)"
             )
-        prev = event.hash
+        prev = row[-1]
         expected += 1
     head = AuditChainHead.objects.filter(pk=1).first()
     if head is None:
