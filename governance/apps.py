@@ -1,4 +1,5 @@
-"""App config for governance; registers the audit recorder and the dashboard's audit panel."""
+"""App config for governance; registers the audit recorder, the dashboard's audit, spend and
+denials panels, and the metrics receivers."""
 
 from django.apps import AppConfig
 
@@ -27,9 +28,36 @@ def _register_dashboard() -> None:
         register_dashboard_panel,
         register_dashboard_stat,
     )
+    from governance import dashboard
     from governance.selectors import audit_events_for_projects
 
     recent_events = 10
+
+    register_dashboard_stat(
+        DashboardStat(
+            key="costs.today",
+            label="Spend today (USD)",
+            url_name="cost-report",
+            value=lambda project, user, role: f"{dashboard.spend_today_usd(project):.2f}",
+            order=40,
+        )
+    )
+    register_dashboard_panel(
+        DashboardPanel(
+            key="costs.budgets_today",
+            template="governance/partials/dashboard_spend.html",
+            context=dashboard.spend_panel,
+            order=40,
+        )
+    )
+    register_dashboard_panel(
+        DashboardPanel(
+            key="governance.problems",
+            template="governance/partials/dashboard_problems.html",
+            context=dashboard.problems_panel,
+            order=50,
+        )
+    )
 
     register_dashboard_stat(
         DashboardStat(

@@ -101,19 +101,22 @@ def decision_from_event(event: AuditEvent) -> Decision:
         "turn_id": _int_or_none(data.get("turn_id")),
         "messages": [str(m) for m in data.get("messages") or [] if m],
     }
+    audit_pii = data.get("pii") if isinstance(data.get("pii"), dict) else None
+
+    def make(**fields: Any) -> Decision:
+        return Decision(**{**base, **fields})
+
     if "withheld" in data:
-        return Decision(
-            **base,
+        return make(
             kind="audit",
             outcome="withheld",
             subject=event.object_repr,
             messages=[str(data["withheld"])],
             pii=_counts(data.get("pii")),
         )
-    audit_pii = data.get("pii") if isinstance(data.get("pii"), dict) else None
+
     if action == "tool.decision":
-        return Decision(
-            **base,
+        return make(
             kind="tool",
             outcome=str(data.get("effect", "")),
             subject=str(data.get("tool", "")),
@@ -122,15 +125,13 @@ def decision_from_event(event: AuditEvent) -> Decision:
             policy_version_id=_int_or_none(data.get("policy_version_id")),
         )
     if action == "tool.approval.recheck":
-        return Decision(
-            **base,
+        return make(
             kind="approval",
             outcome="recheck_same" if data.get("matches") else "recheck_changed",
             subject=str(data.get("tool", "")),
         )
     if action == "tool.pii_blocked":
-        return Decision(
-            **base,
+        return make(
             kind="tool",
             outcome="blocked",
             subject=str(data.get("tool", "")),
@@ -138,8 +139,7 @@ def decision_from_event(event: AuditEvent) -> Decision:
             pii=_counts(data.get("pii_counts") or data.get("entities")),
         )
     if action == "tool.executed":
-        return Decision(
-            **base,
+        return make(
             kind="tool",
             outcome="executed" if data.get("ok") else "failed",
             subject=str(data.get("tool", "")),
@@ -147,8 +147,7 @@ def decision_from_event(event: AuditEvent) -> Decision:
             pii=_counts(data.get("pii_counts") or data.get("pii"), audit_pii),
         )
     if action == "model.call":
-        return Decision(
-            **base,
+        return make(
             kind="model",
             outcome="called",
             subject=f"{data.get('endpoint', '')}/{data.get('model', '')}",
@@ -159,8 +158,7 @@ def decision_from_event(event: AuditEvent) -> Decision:
             ),
         )
     if action in ("model.call.refused", "model.call.failed"):
-        return Decision(
-            **base,
+        return make(
             kind="model",
             outcome="refused" if action.endswith("refused") else "failed",
             subject=event.object_repr,
@@ -168,8 +166,7 @@ def decision_from_event(event: AuditEvent) -> Decision:
             messages=[str(m) for m in (data.get("message"), data.get("error")) if m],
         )
     if action.startswith("agent.turn."):
-        return Decision(
-            **base,
+        return make(
             kind="turn",
             outcome=action.rsplit(".", 1)[-1],
             subject=event.object_repr,
@@ -180,8 +177,7 @@ def decision_from_event(event: AuditEvent) -> Decision:
             messages=[str(data["reason"])] if data.get("reason") else [],
         )
     if action.startswith("agent.delegat"):
-        return Decision(
-            **base,
+        return make(
             kind="delegation",
             outcome="refused" if action.endswith("refused") else "delegated",
             subject=event.object_repr,
@@ -189,8 +185,7 @@ def decision_from_event(event: AuditEvent) -> Decision:
         )
     if event.object_type == APPROVAL_OBJECT_TYPE:
         ids = [int(event.object_id)] if event.object_id.isdigit() else []
-        return Decision(
-            **base,
+        return make(
             kind="approval",
             outcome=action.removeprefix("approval."),
             subject=str(data.get("tool") or event.object_repr),
@@ -198,7 +193,7 @@ def decision_from_event(event: AuditEvent) -> Decision:
             approval_request_ids=ids,
             messages=[str(data["comment"])] if data.get("comment") else base["messages"],
         )
-    return Decision(**base, kind="other", outcome=action, subject=event.object_repr)
+    return make(kind="other", outcome=action, subject=event.object_repr)
 
 
 def run_decision_log(*, project, run_id: str) -> DecisionLog | None:

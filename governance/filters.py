@@ -37,6 +37,9 @@ class AuditEventFilter(django_filters.FilterSet):
     occurred_before = django_filters.IsoDateTimeFilter(field_name="occurred_at", lookup_expr="lt")
     sequence_after = django_filters.NumberFilter(field_name="sequence", lookup_expr="gt")
     actor = django_filters.CharFilter(field_name="actor_name", label="Actor name (exact).")
+    actor_contains = django_filters.CharFilter(
+        field_name="actor_name", lookup_expr="icontains", label="Actor name contains."
+    )
     agent = django_filters.CharFilter(method="filter_agent", label="Agent slug.")
     run = django_filters.CharFilter(method="filter_run", label="Run id.")
     object = django_filters.CharFilter(

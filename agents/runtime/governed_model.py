@@ -249,6 +249,8 @@ class GovernedModel(WrapperModel):
                 "error": type(exc).__name__,
                 "turn_id": ctx.turn.pk,
                 "run_id": ctx.run_id,
+                "endpoint": ctx.version.model_endpoint.name,
+                "model": ctx.version.model_name,
             },
         )
 
