@@ -15,6 +15,10 @@ class GovernanceConfig(AppConfig):
 
         register_recorder(audit_record)
         _register_dashboard()
+        from governance.approval_port import approval_decided
+        from governance.metrics import observe_approval_decided
+
+        approval_decided.connect(observe_approval_decided, dispatch_uid="governance.metrics")
 
 
 def _register_dashboard() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from functools import partial
 from typing import Any
 
 from django.db import IntegrityError, models, transaction
@@ -10,6 +11,7 @@ from django.utils import timezone
 
 from controlplane.context import Actor, current_actor, current_request_id, current_trace_id
 from governance.audit_chain import event_hash, mask_secrets, to_json_data
+from governance.metrics import observe_audit_event
 from governance.models import AuditChainHead, AuditEvent
 
 ACTION_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
@@ -145,6 +147,14 @@ def audit_record(
         head.sequence = event.sequence
         head.hash = event.hash
         head.save(update_fields=["sequence", "hash"])
+    transaction.on_commit(
+        partial(
+            observe_audit_event,
+            action=action,
+            project_slug=getattr(project, "slug", ""),
+            data=clean_data,
+        )
+    )
     return event
 
 

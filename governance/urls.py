@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from governance import views, views_budgets, views_policies, views_reports
+from governance import views, views_budgets, views_metrics, views_policies, views_reports
 
 urlpatterns = [
     path("audit/", views.audit_list, name="audit-list"),
@@ -11,6 +11,7 @@ urlpatterns = [
     path("costs/report/", views_reports.cost_report_page, name="cost-report"),
     path("costs/report.csv", views_reports.cost_report_csv, name="cost-report-csv"),
     path("performance/", views_reports.performance_page, name="performance"),
+    path("metrics", views_metrics.metrics, name="metrics"),
     path("costs/", views_budgets.cost_list, name="costs"),
     path("budgets/", views_budgets.budget_list, name="budgets"),
     path("budgets/new/", views_budgets.budget_create, name="budget-create"),
