@@ -37,7 +37,7 @@ class ChainVerificationSerializer(serializers.Serializer):
     head_hash = serializers.CharField(allow_blank=True)
 
 
-class DecisionSerializer(serializers.Serializer):
+class RunDecisionSerializer(serializers.Serializer):
     """One decision of a run (from its audit event ``sequence``)."""
 
     sequence = serializers.IntegerField()
@@ -65,7 +65,7 @@ class DecisionSerializer(serializers.Serializer):
 
 class DecisionLogSerializer(serializers.Serializer):
     run_id = serializers.CharField()
-    decisions = DecisionSerializer(many=True)
+    decisions = RunDecisionSerializer(many=True)
     summary = serializers.DictField(
         child=serializers.IntegerField(), help_text="Decisions per outcome."
     )
