@@ -50,10 +50,10 @@ entry_strategy = st.tuples(
 )
 
 
-def _expected(rows, *, start, end, zone, group_by, interval):
+def _expected(rows, *, start, end, zone, group_by, interval, only_agent=""):
     sums: dict = defaultdict(lambda: [D(0), 0])
     for at, agent, user, model, cost in rows:
-        if not start <= at < end:
+        if not start <= at < end or (only_agent and agent != only_agent):
             continue
         labels = {
             "agent": agent or "(none)",
@@ -79,9 +79,10 @@ def _expected(rows, *, start, end, zone, group_by, interval):
     interval=st.sampled_from([None, "day", "week", "month"]),
     start_min=st.integers(min_value=-600, max_value=10 * 24 * 60),
     length_min=st.integers(min_value=1, max_value=25 * 24 * 60),
+    only_agent=st.sampled_from(["", "a1"]),
 )
 def test_report_numbers_equal_the_ledger_sums(
-    ledger_setup, entries, zone_name, group_by, interval, start_min, length_min
+    ledger_setup, entries, zone_name, group_by, interval, start_min, length_min, only_agent
 ):
     project, agents, users = ledger_setup
     CostEntry.objects.all().delete()
@@ -114,7 +115,13 @@ def test_report_numbers_equal_the_ledger_sums(
     start = BASE + timedelta(minutes=start_min)
     end = start + timedelta(minutes=length_min)
     expected = _expected(
-        rows, start=start, end=end, zone=zone, group_by=group_by, interval=interval
+        rows,
+        start=start,
+        end=end,
+        zone=zone,
+        group_by=group_by,
+        interval=interval,
+        only_agent=only_agent,
     )
     for use_rollups in (True, False):
         report = cost_report(
@@ -124,6 +131,7 @@ def test_report_numbers_equal_the_ledger_sums(
             end=end,
             group_by=group_by,
             interval=interval,
+            filters=CostFilters(agent=only_agent),
             use_rollups=use_rollups,
         )
         got = {(r.period, r.group): (r.cost_usd, r.entries) for r in report.rows}
