@@ -8,7 +8,8 @@ model calls, executions with ``run_id`` in the data, cost and budget events), th
   ``AuditEventFilter`` (the REST list, its exports and the audit page use it), cycling
   through action prefix + time range, run, actor, agent, trace id, object and a narrow time
   window: ``--runs`` queries (50), p50 / p95 over all of them and the p95 of each filter;
-- times ``audit_chain_verify`` over the whole chain.
+- times ``audit_chain_verify`` over the whole chain, in one process (``verify_s``) and
+  split over ``--workers`` processes.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/bench_obs python bench/audit.py --json
 """
@@ -186,6 +187,9 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument(
+        "--workers", type=int, default=2, help="also verify with this many processes"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     backend = setup_django()
@@ -198,6 +202,10 @@ def main() -> None:
     verify_s = time.perf_counter() - began
     verify_cpu_s = time.process_time() - cpu  # this process only (not PostgreSQL's)
     assert verified.ok, verified
+    began = time.perf_counter()
+    parallel = audit_chain_verify(workers=args.workers)
+    verify_parallel_s = time.perf_counter() - began
+    assert parallel.ok and parallel.checked == verified.checked, parallel
     result = {
         "backend": backend,
         "events": args.events,
@@ -208,6 +216,7 @@ def main() -> None:
         "runs": args.runs,
         "verify_s": round(verify_s, 1),
         "verify_python_cpu_s": round(verify_cpu_s, 1),
+        f"verify_{args.workers}_workers_s": round(verify_parallel_s, 1),
         "verify_checked": verified.checked,
     }
     if args.json:
@@ -220,6 +229,7 @@ def main() -> None:
             *((f"  p95 {k}", f"{v:.1f} ms") for k, v in per_filter.items()),
             (f"verify ({verified.checked:,} events)", f"{verify_s:.1f} s"),
             ("verify, Python CPU", f"{verify_cpu_s:.1f} s"),
+            (f"verify, {args.workers} processes", f"{verify_parallel_s:.1f} s"),
         ]
         print_table(f"audit benchmark on {backend}", rows)
 
