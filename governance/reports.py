@@ -540,6 +540,37 @@ def cost_report(
     )
 
 
+def cost_report_csv_rows(report: CostReport):
+    """The report as CSV lines, header first: period, one column per dimension, cost_usd,
+    entries, input_tokens, output_tokens (labels are formula-safe)."""
+    import csv
+    import io
+
+    from governance.audit_export import csv_cell
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+
+    def line(values) -> str:
+        buffer.seek(0)
+        buffer.truncate()
+        writer.writerow(values)
+        return buffer.getvalue()
+
+    yield line(["period", *report.group_by, "cost_usd", "entries", "input_tokens", "output_tokens"])
+    for row in report.rows:
+        yield line(
+            [
+                row.period.isoformat() if row.period else "",
+                *(csv_cell(label) for label in row.group),
+                f"{row.cost_usd:f}",
+                row.entries,
+                row.input_tokens,
+                row.output_tokens,
+            ]
+        )
+
+
 # --- the rollup (writes) --------------------------------------------------------------------
 
 _ROLLUP_KEY = (

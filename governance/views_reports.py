@@ -18,7 +18,6 @@ from controlplane.htmx import render_page
 from controlplane.models import Project, Role
 from controlplane.shell import acting_project, project_page
 from governance import charts, reports, selectors
-from governance.api.budgets import cost_report_csv_rows
 from governance.models import BudgetPeriodKind, CostKind
 from governance.performance import project_performance
 
@@ -179,7 +178,7 @@ def cost_report_csv(request: HttpRequest, *, project: Project, role: Role) -> Ht
         report = form.run()
     except reports.ReportError as exc:
         return HttpResponse(str(exc), status=400, content_type="text/plain")
-    response = StreamingHttpResponse(cost_report_csv_rows(report), content_type="text/csv")
+    response = StreamingHttpResponse(reports.cost_report_csv_rows(report), content_type="text/csv")
     name = f"costs-{project.slug}-{date.today().isoformat()}.csv"
     response["Content-Disposition"] = f'attachment; filename="{name}"'
     return response

@@ -431,40 +431,6 @@ def cost_report_body(report: reports.CostReport, top: int) -> dict:
     }
 
 
-def cost_report_csv_rows(report: reports.CostReport):
-    """The report as CSV lines (header first): period, one column per dimension, sums."""
-    import csv
-    import io
-
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-
-    def line(values) -> str:
-        buffer.seek(0)
-        buffer.truncate()
-        writer.writerow(values)
-        return buffer.getvalue()
-
-    yield line(["period", *report.group_by, "cost_usd", "entries", "input_tokens", "output_tokens"])
-    for row in report.rows:
-        yield line(
-            [
-                row.period.isoformat() if row.period else "",
-                *(csv_safe(label) for label in row.group),
-                f"{row.cost_usd:f}",
-                row.entries,
-                row.input_tokens,
-                row.output_tokens,
-            ]
-        )
-
-
-def csv_safe(value: str) -> str:
-    """Neutralize spreadsheet formulas in a CSV cell (a leading = + - @ gets a quote)."""
-    text = "" if value is None else str(value)
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
-
-
 class CostEntryViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScopedViewSet):
     """The cost ledger of a project: one entry per model call and priced tool call, newest
     first. Read-only; ``totals`` sums the filtered entries, optionally per group."""
@@ -540,7 +506,7 @@ class CostEntryViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Project
 
         report, _ = cost_report_from_params(request.query_params, self.project)
         response = StreamingHttpResponse(
-            cost_report_csv_rows(report), content_type="text/csv; charset=utf-8"
+            reports.cost_report_csv_rows(report), content_type="text/csv; charset=utf-8"
         )
         name = f"costs-{self.project.slug}-{'-'.join(report.group_by) or 'total'}.csv"
         response["Content-Disposition"] = f'attachment; filename="{name}"'

@@ -125,3 +125,17 @@ def test_other_projects_spend_never_shows(admin_client_api, ledger):
 @pytest.mark.parametrize("suffix", ["report/", "report/csv/"])
 def test_rbac_on_the_report_endpoints(ledger, suffix):
     check_rbac(method="get", url=url(ledger, suffix), project=ledger, min_role=Role.VIEWER)
+
+
+def test_csv_cells_never_start_a_formula(admin_client_api, project):
+    cost_record(
+        call_id="evil",
+        kind="model",
+        project=project,
+        priced=fixed_price(D(1)),
+        model='=HYPERLINK("http://x","y")',
+        occurred_at=DAY,
+    )
+    response = admin_client_api.get(url(project, "report/csv/"), {**RANGE, "group_by": "model"})
+    rows = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
+    assert rows[1][1] == "'=HYPERLINK(\"http://x\",\"y\")"

@@ -222,3 +222,12 @@ def test_decision_log_of_another_projects_run_is_404(admin_user, run_events):
     client = APIClient()
     client.force_login(admin_user)
     assert client.get(api).status_code == 404
+
+
+def test_rbac_on_the_decision_log_api(run_events):
+    check_rbac(
+        method="get",
+        url=f"/api/v1/projects/{run_events.slug}/decision-logs/run-42/",
+        project=run_events,
+        min_role=Role.VIEWER,
+    )
