@@ -28,6 +28,7 @@ EXPORT_FIELDS = (
     "object_type",
     "object_id",
     "object_repr",
+    "project_ref",
     "request_id",
     "trace_id",
     "data",
