@@ -55,9 +55,8 @@ def _chain_rows(names: list[str], chunk_size: int, first: int = 1, last: int | N
             connection.cursor() as django_cursor,
             django_cursor.connection.cursor(name="audit_chain_verify") as cursor,
         ):
-            cursor.itersize = chunk_size
             cursor.execute(sql, [first, last if last is not None else 2**63 - 1])
-            yield from cursor
+            yield from _prefetched(cursor, chunk_size)
         return
     rows = (
         AuditEvent.objects.filter(sequence__gte=first)
@@ -68,6 +67,52 @@ def _chain_rows(names: list[str], chunk_size: int, first: int = 1, last: int | N
     if last is not None:
         rows = rows.filter(sequence__lte=last)
     yield from rows.iterator(chunk_size=chunk_size)
+
+
+def _prefetched(cursor, chunk_size: int):
+    """Rows of ``cursor``, fetched ``chunk_size`` at a time by a thread while the caller
+    hashes the previous chunk (the database's work overlaps ours; psycopg releases the
+    GIL while it waits). The thread is stopped and joined before the cursor closes."""
+    import queue
+    import threading
+
+    chunks: queue.Queue = queue.Queue(maxsize=2)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    done = object()
+
+    def put(item) -> None:
+        while not stop.is_set():
+            try:
+                chunks.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def produce() -> None:
+        try:
+            while not stop.is_set():
+                rows = cursor.fetchmany(chunk_size)
+                if not rows:
+                    break
+                put(rows)
+        except BaseException as exc:  # noqa: BLE001 - raised again by the consumer
+            errors.append(exc)
+        put(done)
+
+    thread = threading.Thread(target=produce, name="audit-verify-fetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = chunks.get()
+            if item is done:
+                if errors:
+                    raise errors[0]
+                return
+            yield from item
+    finally:
+        stop.set()
+        thread.join()
 
 
 @dataclass(frozen=True, slots=True)
