@@ -50,6 +50,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_htmx",
+    "django_prometheus",
     "controlplane",
     "governance",
     "agents",
@@ -327,3 +328,7 @@ API_TOKEN_DEFAULT_TTL_DAYS = env.positive_int("API_TOKEN_DEFAULT_TTL_DAYS", defa
 # Agent registry: a stdio MCP server runs its command as this process's OS user, so only
 # these executables (command[0], exact match) may be launched; empty = no stdio servers.
 MCP_STDIO_COMMANDS_ALLOWED = env.list("MCP_STDIO_COMMANDS_ALLOWED", default=[])
+
+# Prometheus metrics at /metrics (governance.metrics): scrapers send
+# ``Authorization: Bearer <METRICS_TOKEN>``; without a token only staff users may read them.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")

@@ -22,6 +22,7 @@ project_api = [
 api_v1 = [
     *controlplane_api.urlpatterns,
     path("projects/<slug:project>/", include(project_api)),
+    path("", include("governance.api.urls_global")),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs-v1"),
 ]

@@ -90,6 +90,7 @@ from governance.models import (  # noqa: E402
     BudgetReservation,
     BudgetReservationLine,
     CostEntry,
+    CostRollup,
 )
 
 
@@ -150,3 +151,12 @@ class CostEntryAdmin(ReadOnlyAdmin):
     list_filter = ("kind", "price_source", "project")
     search_fields = ("call_id", "run_id", "model")
     date_hierarchy = "occurred_at"
+
+
+@admin.register(CostRollup)
+class CostRollupAdmin(ReadOnlyAdmin):
+    """The daily cost rollup (derived from the ledger; rebuilt by ``cost_rollup_rebuild``)."""
+
+    list_display = ("day", "project", "time_zone", "model", "kind", "cost_usd", "entries")
+    list_filter = ("kind", "project")
+    date_hierarchy = "day"

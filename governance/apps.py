@@ -1,4 +1,5 @@
-"""App config for governance; registers the audit recorder and the dashboard's audit panel."""
+"""App config for governance; registers the audit recorder, the dashboard's audit, spend and
+denials panels, and the metrics receivers."""
 
 from django.apps import AppConfig
 
@@ -14,6 +15,10 @@ class GovernanceConfig(AppConfig):
 
         register_recorder(audit_record)
         _register_dashboard()
+        from governance.approval_port import approval_decided
+        from governance.metrics import observe_approval_decided
+
+        approval_decided.connect(observe_approval_decided, dispatch_uid="governance.metrics")
 
 
 def _register_dashboard() -> None:
@@ -27,9 +32,36 @@ def _register_dashboard() -> None:
         register_dashboard_panel,
         register_dashboard_stat,
     )
+    from governance import dashboard
     from governance.selectors import audit_events_for_projects
 
     recent_events = 10
+
+    register_dashboard_stat(
+        DashboardStat(
+            key="costs.today",
+            label="Spend today (USD)",
+            url_name="cost-report",
+            value=lambda project, user, role: f"{dashboard.spend_today_usd(project):.2f}",
+            order=40,
+        )
+    )
+    register_dashboard_panel(
+        DashboardPanel(
+            key="costs.budgets_today",
+            template="governance/partials/dashboard_spend.html",
+            context=dashboard.spend_panel,
+            order=40,
+        )
+    )
+    register_dashboard_panel(
+        DashboardPanel(
+            key="governance.problems",
+            template="governance/partials/dashboard_problems.html",
+            context=dashboard.problems_panel,
+            order=50,
+        )
+    )
 
     register_dashboard_stat(
         DashboardStat(

@@ -13,6 +13,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import secrets as _secrets
+import threading
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -138,3 +140,69 @@ def event_hash(fields: dict[str, Any]) -> str:
     if isinstance(payload["occurred_at"], datetime):
         payload["occurred_at"] = format_timestamp(payload["occurred_at"])
     return hashlib.sha256(canonical_bytes(payload)).hexdigest()
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"audit data may not hold {name}")
+
+
+_NONCE = _secrets.token_hex(8)  # per process; stored data cannot know it
+_PLACEHOLDER = re.compile(rf'"\\u0000{_NONCE}:(\d+)\\u0000"')
+_BIG_INT = re.compile(r"\d{28}")  # _number rounds these to 28 digits; json would not
+_STR_FIELDS = tuple(n for n in HASHED_FIELDS if n not in ("sequence", "occurred_at", "data"))
+# '{"action":{action},"actor_kind":{actor_kind},...}' in sorted key order (canonical).
+_TEMPLATE = "{{" + ",".join(f'"{n}":{{{n}}}' for n in sorted(HASHED_FIELDS)) + "}}"
+_floats = threading.local()
+
+
+def _float_placeholder(text: str) -> str:
+    numbers = _floats.numbers
+    numbers.append(_number(float(text)))
+    return f"\x00{_NONCE}:{len(numbers) - 1}\x00"
+
+
+_decode = json.JSONDecoder(parse_float=_float_placeholder, parse_constant=_no_constant).decode
+_encode_data = json.JSONEncoder(
+    sort_keys=True, ensure_ascii=False, separators=(",", ":"), check_circular=False
+).encode
+
+
+def event_hash_from_text(fields: dict[str, Any], data_text: str) -> str:
+    """``event_hash`` of an event whose ``data`` is given as stored JSON text, computed
+    mostly in C (``json``) rather than by ``_encode``: the same digest, several times
+    faster, for ``audit_chain_verify``.
+
+    Why it is the same: with only str keys and no floats, ``json`` with sorted keys, no
+    ASCII escaping and compact separators writes exactly the canonical encoding (strings
+    through the same ``encode_basestring``, ints as digits). Each float is parsed to a
+    placeholder string holding a random per-process nonce and replaced, after encoding, by
+    ``_number`` of the float (what ``_encode`` writes); stored data cannot know the nonce,
+    so it cannot forge a placeholder. The other fields are str (and the int sequence),
+    written in sorted key order. Anything else (an int of 28 digits or more, NaN, a NUL
+    character, a non-str field) falls back to ``event_hash``. Tested against it with
+    hypothesis.
+    """
+    if "\\u0000" in data_text or _BIG_INT.search(data_text):
+        return event_hash({**fields, "data": json.loads(data_text)})
+    _floats.numbers = numbers = []
+    try:
+        data_json = _encode_data(_decode(data_text))
+    except ValueError:
+        return event_hash({**fields, "data": json.loads(data_text)})
+    if numbers:
+        data_json = _PLACEHOLDER.sub(lambda m: numbers[int(m.group(1))], data_json)
+    occurred_at = fields["occurred_at"]
+    sequence = fields["sequence"]
+    if isinstance(occurred_at, datetime):
+        occurred_at = format_timestamp(occurred_at)
+    if type(sequence) is not int or not -(10**27) < sequence < 10**27:
+        return event_hash({**fields, "data": json.loads(data_text)})
+    try:
+        values = {name: _encode_str(fields[name]) for name in _STR_FIELDS}
+        values["occurred_at"] = _encode_str(occurred_at)
+    except TypeError:  # a field that is not a str
+        return event_hash({**fields, "data": json.loads(data_text)})
+    values["sequence"] = str(sequence)
+    values["data"] = data_json
+    text = _TEMPLATE.format_map(values)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -894,6 +894,7 @@ def cost_record(
     ``agent_version`` and ``tool`` are registry objects of the same project (or None).
     Audited ``cost.recorded``. Raises ``ValueError`` / ``TypeError`` for bad arguments.
     """
+    from governance.reports import cost_rollup_add
     from governance.services import audit_record
 
     _check_call_id(call_id)
@@ -964,6 +965,7 @@ def cost_record(
                     "run_id": run_id,
                 },
             )
+            cost_rollup_add(entry)
     except IntegrityError:
         existing = CostEntry.objects.filter(call_id=call_id).first()
         if existing is None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import django_filters
+from django.core.validators import RegexValidator
+from django.db.models import Q
 
 from controlplane.filters import IsoDateTimeFilter
 from governance.models import (
@@ -19,16 +21,67 @@ from governance.models import (
 )
 
 
+def _run_events(events, run_id: str):
+    """Events of one run: the runtime writes ``run_id`` in each decision's data (an
+    expression index on PostgreSQL and SQLite serves it)."""
+    return events.filter(data__run_id=run_id)
+
+
 class AuditEventFilter(django_filters.FilterSet):
+    """Filters of the audit log, shared by the REST API, its exports and the audit page.
+
+    ``from`` / ``to`` bound ``occurred_at`` (ISO 8601); ``actor`` is the frozen actor name
+    (``alice``, ``token:ab12cd34``, ``agent:triage@v3``, ``system:...``); ``agent`` an agent
+    slug (events about the agent or its versions, or acted by one of its versions);
+    ``run`` a run id; ``object`` is ``<object_type>:<object_id>``.
+    """
+
     action = django_filters.CharFilter(lookup_expr="exact")
     action_prefix = django_filters.CharFilter(field_name="action", lookup_expr="startswith")
     occurred_after = IsoDateTimeFilter(field_name="occurred_at", lookup_expr="gte")
     occurred_before = IsoDateTimeFilter(field_name="occurred_at", lookup_expr="lt")
     sequence_after = django_filters.NumberFilter(field_name="sequence", lookup_expr="gt")
+    actor = django_filters.CharFilter(field_name="actor_name", label="Actor name (exact).")
+    actor_contains = django_filters.CharFilter(
+        field_name="actor_name", lookup_expr="icontains", label="Actor name contains."
+    )
+    agent = django_filters.CharFilter(method="filter_agent", label="Agent slug.")
+    run = django_filters.CharFilter(method="filter_run", label="Run id.")
+    object = django_filters.CharFilter(
+        method="filter_object",
+        label="Object as <object_type>:<object_id>.",
+        validators=[
+            RegexValidator(r"^[^:]+:.+$", "Give <object_type>:<object_id>, e.g. agents.agent:3.")
+        ],
+    )
 
     class Meta:
         model = AuditEvent
         fields = ["actor_kind", "actor_name", "object_type", "object_id", "request_id", "trace_id"]
+
+    def filter_agent(self, queryset, name, value):
+        return queryset.filter(
+            Q(object_type="agents.agent", object_repr=value)
+            | Q(object_type="agents.agentversion", object_repr__startswith=f"{value}@v")
+            | Q(actor_name__startswith=f"agent:{value}@")
+        )
+
+    def filter_run(self, queryset, name, value):
+        return _run_events(queryset, value)
+
+    def filter_object(self, queryset, name, value):
+        object_type, _, object_id = value.partition(":")
+        return queryset.filter(object_type=object_type, object_id=object_id)
+
+
+# ``from`` is a Python keyword: the filters are added by name, so the query parameters
+# are literally ``from`` and ``to`` (as for the cost ledger).
+AuditEventFilter.base_filters["from"] = django_filters.IsoDateTimeFilter(
+    field_name="occurred_at", lookup_expr="gte", label="Occurred at or after (ISO 8601)."
+)
+AuditEventFilter.base_filters["to"] = django_filters.IsoDateTimeFilter(
+    field_name="occurred_at", lookup_expr="lt", label="Occurred before (ISO 8601)."
+)
 
 
 class PolicyFilter(django_filters.FilterSet):

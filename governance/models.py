@@ -8,6 +8,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
+from django.db.models.fields.json import KeyTransform
 from django.utils import timezone
 
 from controlplane.immutable import ImmutableModel
@@ -76,6 +77,8 @@ class AuditEvent(models.Model):
         indexes = [
             models.Index(fields=["project", "sequence"], name="audit_project_seq"),
             models.Index(fields=["object_type", "object_id"], name="audit_object"),
+            # The run filter and the decision log: the runtime writes run_id in the data.
+            models.Index(KeyTransform("run_id", "data"), name="audit_data_run"),
         ]
 
     def __str__(self) -> str:
@@ -562,3 +565,53 @@ class CostEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.call_id}: {self.cost_usd} USD"
+
+
+class CostRollup(models.Model):
+    """The cost ledger summed per local day and dimension combination, kept in step by
+    ``cost_record`` (one upsert in the entry's transaction) and rebuilt from the ledger by
+    ``cost_rollup_rebuild`` (``manage.py cost_rollup_rebuild``), e.g. after bulk loads.
+
+    ``day`` is the date in ``time_zone`` (the project's zone when the entry was written);
+    reports read rollups only when every row of the range has the project's current zone,
+    else they sum the ledger itself. Ids are plain integers (0 = none) so the unique key
+    has no NULLs; the ledger stays the source of truth. USD as Decimal.
+    """
+
+    project = models.ForeignKey("controlplane.Project", on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    time_zone = models.CharField(max_length=64)
+    agent_pk = models.BigIntegerField(default=0)
+    agent_version_pk = models.BigIntegerField(default=0)
+    user_pk = models.BigIntegerField(default=0)
+    tool_pk = models.BigIntegerField(default=0)
+    model = models.CharField(max_length=200, blank=True)
+    provider = models.CharField(max_length=100, blank=True)
+    kind = models.CharField(max_length=8, choices=CostKind.choices)
+    cost_usd = models.DecimalField(**USD_DIGITS, default=Decimal(0))
+    entries = models.PositiveBigIntegerField(default=0)
+    input_tokens = models.PositiveBigIntegerField(default=0)
+    output_tokens = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        ordering = ["project", "day"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=[
+                    "project",
+                    "time_zone",
+                    "day",
+                    "agent_pk",
+                    "agent_version_pk",
+                    "user_pk",
+                    "tool_pk",
+                    "model",
+                    "provider",
+                    "kind",
+                ],
+                name="cost_rollup_unique",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.project_id}@{self.day}: {self.cost_usd} USD"

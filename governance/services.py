@@ -6,6 +6,7 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from functools import partial
 from typing import Any
 
 from django.db import IntegrityError, models, transaction
@@ -13,6 +14,7 @@ from django.utils import timezone
 
 from controlplane.context import Actor, current_actor, current_request_id, current_trace_id
 from governance.audit_chain import event_hash, mask_secrets, to_json_data
+from governance.metrics import observe_audit_event
 from governance.models import AuditChainHead, AuditEvent
 
 ACTION_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
@@ -140,12 +142,21 @@ def audit_record(
         trace_id=current_trace_id(),
         data=clean_data,
     )
+    # Metrics count the event once it has committed (with its batch, if there is one).
+    observe = partial(
+        observe_audit_event,
+        action=action,
+        project_slug=getattr(project, "slug", ""),
+        data=clean_data,
+    )
     pending = _batch.get()
     if pending is not None:
         pending.append(event)
+        transaction.on_commit(observe)
         return event
     with transaction.atomic():
         _append_to_chain([event])
+    transaction.on_commit(observe)
     return event
 
 

@@ -2,10 +2,16 @@
 
 from django.urls import path
 
-from governance import views, views_budgets, views_policies
+from governance import views, views_budgets, views_metrics, views_policies, views_reports
 
 urlpatterns = [
     path("audit/", views.audit_list, name="audit-list"),
+    path("audit/verify/", views.audit_verify, name="audit-verify"),
+    path("audit/runs/<path:run_id>/", views.decision_log, name="decision-log"),
+    path("costs/report/", views_reports.cost_report_page, name="cost-report"),
+    path("costs/report.csv", views_reports.cost_report_csv, name="cost-report-csv"),
+    path("performance/", views_reports.performance_page, name="performance"),
+    path("metrics", views_metrics.metrics, name="metrics"),
     path("costs/", views_budgets.cost_list, name="costs"),
     path("budgets/", views_budgets.budget_list, name="budgets"),
     path("budgets/new/", views_budgets.budget_create, name="budget-create"),

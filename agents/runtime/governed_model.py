@@ -12,6 +12,7 @@ write the ``CostEntry`` from the real usage -> PII scan of the response (``model
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import replace
 from decimal import Decimal
 from typing import Any
@@ -181,7 +182,13 @@ class GovernedModel(WrapperModel):
             action="model.call.refused",
             obj=ctx.version,
             project=ctx.project,
-            data={"rule": rule, "message": message, "turn_id": ctx.turn.pk, **data},
+            data={
+                "rule": rule,
+                "message": message,
+                "turn_id": ctx.turn.pk,
+                "run_id": ctx.run_id,
+                **data,
+            },
         )
         ctx.events.append({"event": "model.refused", "rule": rule, "message": message})
         raise ModelCallRefused(rule, message)
@@ -241,7 +248,14 @@ class GovernedModel(WrapperModel):
             action="model.call.failed",
             obj=ctx.version,
             project=ctx.project,
-            data={"call_id": call_id, "error": type(exc).__name__, "turn_id": ctx.turn.pk},
+            data={
+                "call_id": call_id,
+                "error": type(exc).__name__,
+                "turn_id": ctx.turn.pk,
+                "run_id": ctx.run_id,
+                "endpoint": ctx.version.model_endpoint.name,
+                "model": ctx.version.model_name,
+            },
         )
 
     def _after(
@@ -292,6 +306,7 @@ class GovernedModel(WrapperModel):
             data = {
                 "call_id": call_id,
                 "turn_id": ctx.turn.pk,
+                "run_id": ctx.run_id,
                 "endpoint": endpoint.name,
                 "model": version.model_name,
                 # Tokens under "usage": the audit log masks keys that contain "token".
@@ -306,6 +321,9 @@ class GovernedModel(WrapperModel):
                 "reason": reason[:REASON_MAX_CHARS] if has_calls and reason else None,
                 "pii_in": sorted({f.entity_type for f in findings_in}),
                 "pii_out": sorted({f.entity_type for f in findings_out}),
+                # Counts per type for the decision log (never the values).
+                "pii_in_counts": dict(Counter(f.entity_type for f in findings_in)),
+                "pii_out_counts": dict(Counter(f.entity_type for f in findings_out)),
             }
             audit_record(action="model.call", obj=version, project=ctx.project, data=data)
         ctx.cost_usd += Decimal(priced.cost_usd)
@@ -338,6 +356,7 @@ class GovernedModel(WrapperModel):
             "tool": part.tool_name,
             "tool_call_id": part.tool_call_id,
             "turn_id": ctx.turn.pk,
+            "run_id": ctx.run_id,
             "args_hash": args_hash(part.args_as_dict()),
             **decision.as_data(),
         }

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -138,7 +139,12 @@ class GovernedToolset(WrapperToolset[Any]):
 
     def _event(self, action: str, tool_name: str, tool_call_id: str, **data: Any) -> None:
         turn = self.ctx
-        payload = {"tool": tool_name, "tool_call_id": tool_call_id, "turn_id": turn.turn.pk}
+        payload = {
+            "tool": tool_name,
+            "tool_call_id": tool_call_id,
+            "turn_id": turn.turn.pk,
+            "run_id": turn.run_id,
+        }
         payload.update(data)
         audit_record(action=action, obj=turn.version, project=turn.project, data=payload)
         turn.events.append({"event": action, **payload})
@@ -214,6 +220,7 @@ class GovernedToolset(WrapperToolset[Any]):
                 tool_call_id,
                 direction="tool_input",
                 entities=sorted({f.entity_type for f in result.findings}),
+                pii_counts=dict(Counter(f.entity_type for f in result.findings)),
             )
             return refusal("pii.tool_input", ["the arguments hold data the policy blocks"])
         return result.value_out if result.findings else arguments
@@ -272,11 +279,13 @@ class GovernedToolset(WrapperToolset[Any]):
         )
         output: Any = result.output if result.ok else {"error": result.error}
         entities: list[str] = []
+        counts: dict[str, int] = {}
         if turn.pii:
             from governance.pii import scan_data
 
             scanned = scan_data(output, "tool_output", turn.pii_policy)
             entities = sorted({f.entity_type for f in scanned.findings})
+            counts = dict(Counter(f.entity_type for f in scanned.findings))
             if scanned.action == "block" or scanned.error:
                 output = refusal("pii.tool_output", ["the result holds data the policy blocks"])
             elif scanned.findings:
@@ -298,5 +307,6 @@ class GovernedToolset(WrapperToolset[Any]):
                 error=result.error[:300],
                 duration_ms=result.duration_ms,
                 pii=entities,
+                pii_counts=counts,
             )
         return output

@@ -18,7 +18,7 @@ from rest_framework.response import Response
 
 from controlplane.api.base import ProjectCursorPagination, ProjectScopedViewSet
 from controlplane.models import Role
-from governance import selectors, services
+from governance import reports, selectors, services
 from governance.budgets import COST_GROUPS, BudgetUsage, period_bounds
 from governance.filters import BudgetFilter, BudgetReservationFilter, CostEntryFilter
 from governance.models import (
@@ -282,6 +282,159 @@ class CostTotalsSerializer(serializers.Serializer):
     groups = CostGroupSerializer(many=True)
 
 
+class CostReportRowSerializer(serializers.Serializer):
+    period = serializers.DateField(
+        allow_null=True,
+        help_text="First local date of the day / week / month; null without interval.",
+    )
+    group = serializers.DictField(
+        child=serializers.CharField(),
+        help_text='Label per group_by dimension, e.g. {"agent": "triage"}; "(none)" when unset.',
+    )
+    cost_usd = _usd_field()
+    entries = serializers.IntegerField()
+    input_tokens = serializers.IntegerField()
+    output_tokens = serializers.IntegerField()
+
+
+class CostReportTopSerializer(serializers.Serializer):
+    group = serializers.DictField(child=serializers.CharField())
+    cost_usd = _usd_field()
+    entries = serializers.IntegerField()
+    share = serializers.FloatField(help_text="Share of the report's total, 0..1.")
+
+
+class CostReportSerializer(serializers.Serializer):
+    group_by = serializers.ListField(child=serializers.CharField())
+    interval = serializers.CharField(allow_null=True)
+    start = serializers.DateTimeField(source="from_", help_text="The range's start (included).")
+    end = serializers.DateTimeField(source="to", help_text="The range's end (excluded).")
+    time_zone = serializers.CharField(help_text="Periods are local dates in this zone.")
+    total_usd = _usd_field()
+    total_entries = serializers.IntegerField()
+    rows = CostReportRowSerializer(many=True)
+    top = CostReportTopSerializer(many=True)
+
+
+REPORT_PARAMETERS = [
+    OpenApiParameter(
+        "group_by",
+        OpenApiTypes.STR,
+        description=(
+            "Up to 2 comma-separated dimensions: "
+            + ", ".join(sorted(reports.cost_dimensions()))
+            + " (e.g. `agent` or `agent,model`)."
+        ),
+    ),
+    OpenApiParameter(
+        "interval", OpenApiTypes.STR, enum=list(reports.INTERVALS), description="Per period."
+    ),
+    OpenApiParameter(
+        "from",
+        OpenApiTypes.DATETIME,
+        description="Start (included, ISO 8601 with offset); default: 30 days before `to`.",
+    ),
+    OpenApiParameter("to", OpenApiTypes.DATETIME, description="End (excluded); default: now."),
+    OpenApiParameter("agent", OpenApiTypes.STR, description="Agent slug."),
+    OpenApiParameter("agent_version", OpenApiTypes.INT, description="Version number."),
+    OpenApiParameter("user", OpenApiTypes.STR, description="Username."),
+    OpenApiParameter("tool", OpenApiTypes.STR, description="Tool name."),
+    OpenApiParameter("model", OpenApiTypes.STR),
+    OpenApiParameter("provider", OpenApiTypes.STR),
+    OpenApiParameter("kind", OpenApiTypes.STR, enum=["model", "tool"]),
+    OpenApiParameter("run_id", OpenApiTypes.STR),
+    OpenApiParameter("step_id", OpenApiTypes.STR),
+    OpenApiParameter("price_source", OpenApiTypes.STR, enum=["genai-prices", "override"]),
+    OpenApiParameter(
+        "top", OpenApiTypes.INT, description="How many top groups to list (1-100, default 10)."
+    ),
+]
+REPORT_DEFAULT_DAYS = 30
+REPORT_MAX_TOP = 100
+
+
+def cost_report_from_params(params, project) -> tuple[reports.CostReport, int]:
+    """Parse a report request (query parameters, as documented in ``REPORT_PARAMETERS``)
+    and run it for ``project``. Returns the report and the top-N size. Raises DRF
+    ``ValidationError`` keyed by parameter."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    filterset = CostEntryFilter(params, queryset=CostEntry.objects.none())
+    if not filterset.is_valid():
+        raise ValidationError(filterset.errors)
+    data = filterset.form.cleaned_data
+    errors: dict[str, list[str]] = {}
+    top = 10
+    if params.get("top"):
+        try:
+            top = int(params["top"])
+        except ValueError:
+            top = 0
+        if not 1 <= top <= REPORT_MAX_TOP:
+            errors["top"] = [f"Give a whole number from 1 to {REPORT_MAX_TOP}."]
+    end = data.get("to") or timezone.now()
+    start = data.get("from") or end - timedelta(days=REPORT_DEFAULT_DAYS)
+    group_by = [g.strip() for g in (params.get("group_by") or "").split(",") if g.strip()]
+    filters = reports.CostFilters(
+        agent=data.get("agent") or "",
+        agent_version=int(data["agent_version"]) if data.get("agent_version") is not None else None,
+        user=data.get("user") or "",
+        model=data.get("model") or "",
+        provider=data.get("provider") or "",
+        kind=data.get("kind") or "",
+        tool=data.get("tool") or "",
+        run_id=data.get("run_id") or "",
+        step_id=data.get("step_id") or "",
+        price_source=data.get("price_source") or "",
+    )
+    try:
+        report = reports.cost_report(
+            projects=[project],
+            zone=project.zone,
+            start=start,
+            end=end,
+            group_by=group_by,
+            interval=params.get("interval") or None,
+            filters=filters,
+        )
+    except reports.ReportError as exc:
+        errors.update(exc.errors)
+    if errors:
+        raise ValidationError(errors)
+    return report, top
+
+
+def cost_report_body(report: reports.CostReport, top: int) -> dict:
+    """The JSON shape of ``CostReportSerializer``."""
+
+    def named(group: tuple[str, ...]) -> dict[str, str]:
+        return dict(zip(report.group_by, group, strict=True))
+
+    return {
+        "group_by": list(report.group_by),
+        "interval": report.interval,
+        "from_": report.start,
+        "to": report.end,
+        "time_zone": report.zone.key,
+        "total_usd": report.total_usd,
+        "total_entries": report.total_entries,
+        "rows": [
+            {
+                "period": row.period,
+                "group": named(row.group),
+                "cost_usd": row.cost_usd,
+                "entries": row.entries,
+                "input_tokens": row.input_tokens,
+                "output_tokens": row.output_tokens,
+            }
+            for row in report.rows
+        ],
+        "top": [{**item, "group": named(item["group"])} for item in report.top(top)],
+    }
+
+
 class CostEntryViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScopedViewSet):
     """The cost ledger of a project: one entry per model call and priced tool call, newest
     first. Read-only; ``totals`` sums the filtered entries, optionally per group."""
@@ -334,3 +487,31 @@ class CostEntryViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Project
             "groups": groups,
         }
         return Response(CostTotalsSerializer(body).data, status=status.HTTP_200_OK)
+
+    @extend_schema(parameters=REPORT_PARAMETERS, responses=CostReportSerializer)
+    @action(detail=False, methods=["get"])
+    def report(self, request, *args, **kwargs):
+        """The cost report: spend per ``group_by`` dimensions and per ``interval`` (days,
+        weeks from Monday or months in the project's time zone) in ``[from, to)``, with the
+        filters; rows by period then cost, and the top groups over the whole range."""
+        report, top = cost_report_from_params(request.query_params, self.project)
+        body = cost_report_body(report, top)
+        return Response(CostReportSerializer(body).data)
+
+    @extend_schema(
+        parameters=REPORT_PARAMETERS,
+        responses={(200, "text/csv"): OpenApiTypes.STR},
+    )
+    @action(detail=False, methods=["get"], url_path="report/csv")
+    def report_csv(self, request, *args, **kwargs):
+        """The same report as CSV (streamed): period, one column per dimension, cost_usd,
+        entries, input_tokens, output_tokens."""
+        from django.http import StreamingHttpResponse
+
+        report, _ = cost_report_from_params(request.query_params, self.project)
+        response = StreamingHttpResponse(
+            reports.cost_report_csv_rows(report), content_type="text/csv; charset=utf-8"
+        )
+        name = f"costs-{self.project.slug}-{'-'.join(report.group_by) or 'total'}.csv"
+        response["Content-Disposition"] = f'attachment; filename="{name}"'
+        return response

@@ -10,10 +10,11 @@ from governance.api.history import (
     PolicyActivationViewSet,
 )
 from governance.api.policies import PolicyVersionViewSet, PolicyViewSet
-from governance.api.viewsets import AuditEventViewSet
+from governance.api.viewsets import AuditEventViewSet, DecisionLogViewSet
 
 router = SimpleRouter()
 router.register("audit-events", AuditEventViewSet, basename="audit-event")
+router.register("decision-logs", DecisionLogViewSet, basename="decision-log")
 router.register("policies", PolicyViewSet, basename="policy")
 router.register("budgets", BudgetViewSet, basename="budget")
 router.register("budget-reservations", BudgetReservationViewSet, basename="budget-reservation")

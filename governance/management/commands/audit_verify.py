@@ -12,11 +12,19 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--chunk-size", type=int, default=2000, help="rows read per batch")
+        parser.add_argument(
+            "--workers",
+            type=int,
+            default=1,
+            help="processes checking ranges of the chain in parallel (PostgreSQL)",
+        )
 
-    def handle(self, *args, chunk_size: int, **options) -> None:
+    def handle(self, *args, chunk_size: int, workers: int = 1, **options) -> None:
         if chunk_size <= 0:
             raise CommandError("--chunk-size must be a positive integer")
-        result = audit_chain_verify(chunk_size=chunk_size)
+        if workers <= 0:
+            raise CommandError("--workers must be a positive integer")
+        result = audit_chain_verify(chunk_size=chunk_size, workers=workers)
         if not result.ok:
             raise CommandError(
                 f"audit chain broken at sequence {result.first_broken_sequence}: {result.reason} "
