@@ -50,6 +50,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_htmx",
+    "django_celery_beat",
     "controlplane",
     "governance",
     "agents",
@@ -174,6 +175,9 @@ CELERY_BEAT_SCHEDULE["flows-sweep"] = {
     "task": "flows.tasks.sweep",
     "schedule": FLOWS_SWEEP_INTERVAL_SECONDS,
 }
+# Flow schedules are rows (flows.FlowSchedule -> django_celery_beat.PeriodicTask), so beat
+# reads its schedule from the database; CELERY_BEAT_SCHEDULE above is synced into it.
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 
 # --- Auth, i18n, static -------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
