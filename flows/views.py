@@ -228,7 +228,7 @@ def _validation_result(request: HttpRequest, project: Project, *, flow: Flow | N
             rows = _error_rows(error)
         else:
             diagram = selectors.diagram(definition)
-    context = {"definition_errors": rows, "checked": True, "preview": diagram}
+    context = {"definition_errors": rows, "checked": True, "preview": diagram, "flow": flow}
     return render(request, "flows/partials/definition_errors.html", context)
 
 
@@ -465,6 +465,12 @@ def _run_context(project: Project, role: Role, run: Run) -> dict[str, Any]:
         diagram = None
     spans = list(selectors.spans_for_run(run))
     costs = list(selectors.run_costs(run))
+    # A cost entry's step_id is the step run's id (as text); show the step's name.
+    labels = {
+        str(s.pk): s.step_id + (f"[{s.item_index}]" if s.item_index >= 0 else "") for s in steps
+    }
+    for entry in costs:
+        entry.step_label = labels.get(entry.step_id, entry.step_id)
     return {
         "project": project,
         "role": role,
