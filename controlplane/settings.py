@@ -262,6 +262,12 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Flows' status enums get their own names, so existing components keep theirs.
+    "ENUM_NAME_OVERRIDES": {
+        "RunStatusEnum": "flows.models.RunStatus",
+        "StepStatusEnum": "flows.models.StepStatus",
+        "StatusEnum": "governance.models.ReservationStatus",
+    },
 }
 
 # --- Logging (structlog; JSON lines unless LOG_FORMAT=console) --------------------------------

@@ -161,6 +161,7 @@ class FlowViewSet(
         body = {"url": webhook_url(request, flow, raw), "token": raw, "prefix": webhook.prefix}
         return Response(body, status=status.HTTP_201_CREATED)
 
+    @extend_schema(request=None, responses={204: None})
     @webhook.mapping.delete
     def webhook_disable(self, request, *args, **kwargs):
         """Turn the webhook off (admin); its token stops working."""
