@@ -102,12 +102,13 @@ def root_span_id(run: Run) -> str:
 _definitions: dict[int, tuple[datetime, FlowDefinition]] = {}
 
 
-def _definition(version_id: int) -> FlowDefinition:
+def _definition(version_id: int, created_at: datetime | None = None) -> FlowDefinition:
     # Parsed once per process per version (immutable); keyed with created_at too, since a
     # test database may reuse a primary key.
-    created_at = (
-        FlowVersion.objects.filter(pk=version_id).values_list("created_at", flat=True).get()
-    )
+    if created_at is None:
+        created_at = (
+            FlowVersion.objects.filter(pk=version_id).values_list("created_at", flat=True).get()
+        )
     cached = _definitions.get(version_id)
     if cached is None or cached[0] != created_at:
         version = FlowVersion.objects.only("definition").get(pk=version_id)
@@ -118,6 +119,8 @@ def _definition(version_id: int) -> FlowDefinition:
 
 def definition_of(run: Run) -> FlowDefinition:
     """The parsed definition of the run's flow version (cached per process: immutable)."""
+    if Run.flow_version.is_cached(run):
+        return _definition(run.flow_version_id, run.flow_version.created_at)
     return _definition(run.flow_version_id)
 
 
@@ -184,7 +187,7 @@ def run_start(
         raise ValidationError({"input": f"The run input must be JSON: {exc}"}) from exc
     if trigger not in TriggerKind.values:
         raise ValidationError({"trigger": f"Use one of {', '.join(TriggerKind.values)}."})
-    definition = _definition(version.pk)
+    definition = _definition(version.pk, version.created_at)
     now = _now()
     run = Run.objects.create(
         project_id=flow.project_id,
@@ -372,6 +375,17 @@ def _owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
+# What an attempt reads with its step run, in the same query.
+_STEP_RELATED = (
+    "run__flow_version",
+    "run__flow",
+    "run__project",
+    "run__started_by",
+    "agent_version__agent__project",
+    "agent_version__model_endpoint",
+)
+
+
 def step_execute(*, step_run_id: int) -> None:
     """Claim step run ``step_run_id`` and run one attempt of it. Returns quietly when the
     step run is gone or not pending (a duplicate delivery, a cancelled run)."""
@@ -391,7 +405,7 @@ def step_execute(*, step_run_id: int) -> None:
     )
     if claimed != 1:
         return
-    step_run = StepRun.objects.select_related("run", "agent_version").get(pk=step_run_id)
+    step_run = StepRun.objects.select_related(*_STEP_RELATED).get(pk=step_run_id)
     run = step_run.run
     if not step_run.compensates and (run.cancel_requested or run.is_final):
         _record(step_run, owner, Outcome("cancelled", error="the run was cancelled"), now)
@@ -587,9 +601,11 @@ def _tool_context(step_run: StepRun, run: Run, turn: AgentTurn):
     from agents.governed import version_policy
     from agents.runtime.context import TurnContext
 
-    version = AgentVersion.objects.select_related("agent__project", "model_endpoint").get(
-        pk=step_run.agent_version_id
-    )
+    version = step_run.agent_version
+    if version is None or not AgentVersion.agent.is_cached(version):
+        version = AgentVersion.objects.select_related("agent__project", "model_endpoint").get(
+            pk=step_run.agent_version_id
+        )
     return TurnContext(
         version=version,
         turn=turn,
@@ -761,8 +777,11 @@ def retry_delay_seconds(retries, failures: int, rand: random.Random | None = Non
 
 def _record(step_run: StepRun, owner: str, outcome: Outcome, started: datetime) -> None:
     """Record one attempt's outcome and move the run forward, in one transaction."""
+    loaded = step_run.run if StepRun.run.is_cached(step_run) else None
     with transaction.atomic():
         run = Run.objects.select_for_update().get(pk=step_run.run_id)
+        if loaded is not None:
+            run.flow_version, run.flow = loaded.flow_version, loaded.flow
         fresh = StepRun.objects.select_for_update().filter(pk=step_run.pk).first()
         if fresh is None or fresh.status != StepStatus.RUNNING or fresh.lease_owner != owner:
             logger.info("flows: step run %s lost its lease; result dropped", step_run.pk)
@@ -981,6 +1000,7 @@ def _advance(run: Run, definition: FlowDefinition, changed: list[StepRun]) -> No
             dependents.setdefault(need, []).append(step_id)
     branch_of = definition.branch_of()
     failed = False
+    dispatched = False
     while work:
         step_run = work.pop()
         if step_run.parent_id is not None:
@@ -1036,6 +1056,9 @@ def _advance(run: Run, definition: FlowDefinition, changed: list[StepRun]) -> No
             else:
                 ready.append(row)
         _dispatch(ready)
+        dispatched = dispatched or bool(ready)
+    if dispatched and not failed:
+        return  # the run goes on: nothing to finish
     if failed:
         run.error = run.error or "a step failed"
         _stop_open_steps(run, reason="an earlier step failed")
@@ -1255,7 +1278,7 @@ def step_resume(*, step_run_id: int) -> None:
     )
     if claimed != 1:
         return
-    step_run = StepRun.objects.select_related("run", "agent_version").get(pk=step_run_id)
+    step_run = StepRun.objects.select_related(*_STEP_RELATED).get(pk=step_run_id)
     run = step_run.run
     heartbeat.hold(step_run.pk, owner)
     try:
