@@ -436,6 +436,32 @@ def _run_or_404(project: Project, pk: int) -> Run:
     return get_object_or_404(selectors.runs_for_project(project), pk=pk)
 
 
+REDACTED_CACHE_SECONDS = 30
+
+
+def _redacted_step(step, project) -> tuple:
+    """(input, output, error) of a step run after the PII scan. The page polls every
+    second: a finished step's scan is kept for ``REDACTED_CACHE_SECONDS`` (per process,
+    keyed by its last change) instead of scanning it again on every poll."""
+    from django.core.cache import cache
+
+    def scan():
+        return (
+            selectors.redacted(step.input, project=project),
+            selectors.redacted(step.output, project=project),
+            selectors.redacted(step.error, project=project) if step.error else None,
+        )
+
+    if not step.is_final:
+        return scan()
+    key = f"flows:redacted:{step.pk}:{step.updated_at.isoformat()}"
+    cached = cache.get(key)
+    if cached is None:
+        cached = scan()
+        cache.set(key, cached, REDACTED_CACHE_SECONDS)
+    return cached
+
+
 def _step_rows(run: Run, steps: list) -> list[dict[str, Any]]:
     project = run.project
     rows = []
@@ -444,12 +470,13 @@ def _step_rows(run: Run, steps: list) -> list[dict[str, Any]]:
             {"id": request_id, "outcome": (step.approval_outcomes or {}).get(str(request_id))}
             for request_id in step.approval_request_ids or []
         ]
+        step_input, step_output, step_error = _redacted_step(step, project)
         rows.append(
             {
                 "step": step,
-                "input": selectors.redacted(step.input, project=project),
-                "output": selectors.redacted(step.output, project=project),
-                "error": selectors.redacted(step.error, project=project) if step.error else None,
+                "input": step_input,
+                "output": step_output,
+                "error": step_error,
                 "approvals": approvals,
             }
         )

@@ -254,7 +254,8 @@ class FlowScheduleViewSet(
         serializer = self.get_serializer(schedule, data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
         data = dict(serializer.validated_data)
-        data.pop("name", None)
+        if data.pop("name", schedule.name) != schedule.name:
+            raise ValidationError({"name": ["A schedule's name cannot change; make a new one."]})
         schedule = services.flow_schedule_update(schedule=schedule, actor=request.user, **data)
         return Response(self.get_serializer(schedule).data)
 
