@@ -506,7 +506,8 @@ def _run_context(project: Project, role: Role, run: Run) -> dict[str, Any]:
         "final": run.is_final,
         "poll": None if run.is_final else LIVE_POLL,
         "diagram": diagram,
-        "steps": _step_rows(run, steps),
+        "steps": (rows := _step_rows(run, steps)),
+        "has_approvals": any(row["approvals"] for row in rows),
         "waterfall": selectors.waterfall(spans),
         "decisions": [
             {"event": event, "data": event.data} for event in selectors.run_decisions(run)

@@ -44,6 +44,14 @@ def test_start_a_run_and_watch_it_succeed_live(
     page.wait_for_url(f"{base}/flows/held/")
     assert page.locator('svg g.dag-node[data-step="hold"]').count() == 1
     assert page.locator('svg path.dag-edge[data-source="hold"][data-target="done"]').count() == 1
+    # Inline validation: an error appears by path, the text stays as typed.
+    editor = page.get_by_label("Definition", exact=True)
+    editor.fill(HELD.replace("depends_on: [hold]", "depends_on: [nowhere]"))
+    page.locator('#definition-errors li[data-path="definition.steps.1.depends_on.0"]').wait_for()
+    assert "nowhere" in editor.input_value()
+    editor.fill(HELD)
+    page.get_by_text("The definition is valid.").wait_for()
+    browser.screenshot("flow-page")
 
     page.get_by_label("Run input (JSON object)").fill('{"topic": "owls"}')
     page.get_by_role("button", name="Start run").click()
