@@ -1,43 +1,60 @@
-"""Flows: admin registrations."""
+"""Flows: admin registrations. Versions, runs, step runs and spans are read-only here (the
+engine and the services write them)."""
+
+from __future__ import annotations
 
 from django.contrib import admin
 
-from flows.models import FlowSchedule, FlowWebhook
+from agents.admin import ReadOnlyAdmin
+from flows.models import Flow, FlowSchedule, FlowVersion, FlowWebhook, Run, Span, StepRun
+
+
+@admin.register(Flow)
+class FlowAdmin(admin.ModelAdmin):
+    list_display = ("slug", "name", "project", "active_version", "updated_at")
+    list_filter = ("project",)
+    search_fields = ("slug", "name", "description")
+    readonly_fields = ("active_version",)
+
+
+@admin.register(FlowVersion)
+class FlowVersionAdmin(ReadOnlyAdmin):
+    list_display = ("flow", "number", "source_format", "created_by", "created_at")
+    list_filter = ("flow__project",)
+
+
+@admin.register(Run)
+class RunAdmin(ReadOnlyAdmin):
+    list_display = ("pk", "flow", "status", "trigger", "started_by", "cost_usd", "created_at")
+    list_filter = ("status", "trigger", "project")
+    search_fields = ("trace_id",)
+
+
+@admin.register(StepRun)
+class StepRunAdmin(ReadOnlyAdmin):
+    list_display = ("pk", "run", "step_id", "item_index", "kind", "status", "attempt")
+    list_filter = ("status", "kind")
+    search_fields = ("step_id",)
+
+
+@admin.register(Span)
+class SpanAdmin(ReadOnlyAdmin):
+    list_display = ("name", "kind", "trace_id", "span_id", "start_time", "end_time", "status")
+    list_filter = ("kind", "status")
+    search_fields = ("trace_id", "span_id")
 
 
 @admin.register(FlowWebhook)
-class FlowWebhookAdmin(admin.ModelAdmin):
-    """Read-only: tokens are made and rotated through the flow's page or the API (only the
-    digest is stored)."""
+class FlowWebhookAdmin(ReadOnlyAdmin):
+    """Tokens are made and rotated on the flow's page or over the API; only the digest is
+    stored."""
 
-    list_display = ["flow", "prefix", "enabled", "rotated_at", "last_used_at"]
-    readonly_fields = [
-        "flow",
-        "prefix",
-        "digest",
-        "enabled",
-        "created_by",
-        "created_at",
-        "rotated_at",
-        "last_used_at",
-    ]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
+    list_display = ("flow", "prefix", "enabled", "rotated_at", "last_used_at")
 
 
 @admin.register(FlowSchedule)
-class FlowScheduleAdmin(admin.ModelAdmin):
-    """Read-only: schedules change through the services, which keep beat's row in step."""
+class FlowScheduleAdmin(ReadOnlyAdmin):
+    """Schedules change through the services, which keep beat's PeriodicTask in step."""
 
-    list_display = ["flow", "name", "kind", "cron", "interval_seconds", "enabled", "last_run_at"]
-    list_filter = ["kind", "enabled"]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
+    list_display = ("flow", "name", "kind", "cron", "interval_seconds", "enabled", "last_run_at")
+    list_filter = ("kind", "enabled")

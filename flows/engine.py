@@ -41,7 +41,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured, ValidationError
-from django.db import close_old_connections, connection, transaction
+from django.db import connection, transaction
 from django.db.models import Count, F, Q, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -365,7 +365,8 @@ class _Heartbeat:
             except Exception:  # noqa: BLE001 - a missed heartbeat only shortens the lease
                 logger.exception("flows: lease heartbeat failed")
             finally:
-                close_old_connections()
+                # This thread's own connection: closed between beats (every lease / 3).
+                connection.close()
 
 
 heartbeat = _Heartbeat()
@@ -990,6 +991,9 @@ def _advance(run: Run, definition: FlowDefinition, changed: list[StepRun]) -> No
     finish the run when nothing is left. Runs inside the recording transaction."""
     now = _now()
     if run.cancel_requested or run.status != RunStatus.RUNNING:
+        if run.cancel_requested and not run.is_final:
+            # A map whose last running item just stopped closes now.
+            _stop_open_steps(run, reason="the run was cancelled")
         _maybe_finish(run, definition)
         return
     work = list(changed)
@@ -1374,7 +1378,9 @@ def _resume_attempt(step_run: StepRun, run: Run, outcomes: dict[int, dict], star
 def sweep(*, lost_after_seconds: float | None = None) -> dict[str, int]:
     """Requeue step runs whose lease expired (their worker died) and pending ones whose
     task was queued more than ``lost_after_seconds`` (default: the lease) ago and never
-    claimed (lost message). Returns ``{"expired": n, "lost": m}``."""
+    claimed (lost message), and resume waiting step runs whose approval requests are all
+    final (a missed ``approval_decided``; only when ``approval_outcomes`` can answer).
+    Returns ``{"expired": n, "lost": m, "resumed": k}``."""
     now = _now()
     lost_after = timedelta(
         seconds=lost_after_seconds if lost_after_seconds is not None else lease_seconds()
@@ -1416,8 +1422,23 @@ def sweep(*, lost_after_seconds: float | None = None) -> dict[str, int]:
             ).update(queued_at=now, updated_at=now):
                 lost += 1
                 _queue("step_execute", step_run.pk)
-    # Steps waiting for approvals whose outcomes are all final (a missed signal).
-    return {"expired": expired, "lost": lost}
+    # Steps waiting for approvals that are all decided (a signal was missed): resumed
+    # when the approvals app can be asked (approval_outcomes).
+    resumed = 0
+    from governance.approval_port import approval_outcomes
+
+    waiting = StepRun.objects.filter(status=StepStatus.WAITING_APPROVAL).exclude(
+        approval_request_ids=[]
+    )
+    for step_run in waiting.only("pk", "approval_request_ids")[:500]:
+        try:
+            read = approval_outcomes(step_run.approval_request_ids)
+        except ImproperlyConfigured:
+            break
+        if len(read) == len(step_run.approval_request_ids) and all(o.final for o in read.values()):
+            resumed += 1
+            _queue("step_resume", step_run.pk)
+    return {"expired": expired, "lost": lost, "resumed": resumed}
 
 
 # --- spans ---------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""Flows: reads for the API and the pages (flows, versions, runs, steps, spans, decisions,
-costs), PII-redacted views of step data, the DAG layout and the trace waterfall."""
+"""Flows: reads for pages and the API (project-scoped querysets); for the dashboard also
+the run's costs and decisions, PII-redacted views of step data, the DAG layout and the
+trace waterfall."""
 
 from __future__ import annotations
 
@@ -15,41 +16,51 @@ from flows.models import Flow, FlowSchedule, FlowVersion, Run, Span, StepRun
 from governance.models import AuditEvent, CostEntry
 
 
-def flows_for_project(project) -> QuerySet[Flow]:
+def flows_for_project(*, project) -> QuerySet[Flow]:
+    """The project's flows with their active version."""
     return Flow.objects.filter(project=project).select_related("active_version")
 
 
-def flows_for_list(project) -> QuerySet[Flow]:
+def flow_versions(*, flow: Flow) -> QuerySet[FlowVersion]:
+    """A flow's versions, newest first."""
+    return FlowVersion.objects.filter(flow=flow).select_related("created_by")
+
+
+def runs_for_project(*, project) -> QuerySet[Run]:
+    """The project's runs, newest first, with flow, version and starter."""
+    return Run.objects.filter(project=project).select_related("flow", "flow_version", "started_by")
+
+
+def run_steps(*, run: Run) -> QuerySet[StepRun]:
+    """A run's step runs (map items after their map step, compensations last), with the
+    agent version each used."""
+    return (
+        StepRun.objects.filter(run=run)
+        .select_related("agent_version__agent")
+        .order_by("created_at", "item_index", "pk")
+    )
+
+
+def run_spans(*, run: Run) -> QuerySet[Span]:
+    """A run's spans in start order (the trace waterfall)."""
+    return Span.objects.filter(run=run).order_by("start_time", "pk")
+
+
+def flows_for_list(*, project) -> QuerySet[Flow]:
     """Flows with ``run_count``, ``last_run_at`` and ``last_run_status``."""
     last = Run.objects.filter(flow=OuterRef("pk")).order_by("-created_at", "-pk")
-    return flows_for_project(project).annotate(
+    return flows_for_project(project=project).annotate(
         run_count=Count("runs", distinct=True),
         last_run_at=Max("runs__created_at"),
         last_run_status=Subquery(last.values("status")[:1]),
     )
 
 
-def versions_for_flow(flow: Flow) -> QuerySet[FlowVersion]:
-    return FlowVersion.objects.filter(flow=flow).select_related("created_by")
-
-
-def schedules_for_flow(flow: Flow) -> QuerySet[FlowSchedule]:
+def schedules_for_flow(*, flow: Flow) -> QuerySet[FlowSchedule]:
     return FlowSchedule.objects.filter(flow=flow).select_related("last_run")
 
 
-def runs_for_project(project) -> QuerySet[Run]:
-    return Run.objects.filter(project=project).select_related("flow", "flow_version", "started_by")
-
-
-def steps_for_run(run: Run) -> QuerySet[StepRun]:
-    return StepRun.objects.filter(run=run).select_related("agent_version__agent")
-
-
-def spans_for_run(run: Run) -> QuerySet[Span]:
-    return Span.objects.filter(run=run)
-
-
-def run_costs(run: Run) -> QuerySet[CostEntry]:
+def run_costs(*, run: Run) -> QuerySet[CostEntry]:
     """Cost ledger entries of the run's model and tool calls (oldest first)."""
     return (
         CostEntry.objects.filter(project_id=run.project_id, run_id=str(run.pk))
@@ -58,12 +69,12 @@ def run_costs(run: Run) -> QuerySet[CostEntry]:
     )
 
 
-def run_decisions(run: Run) -> QuerySet[AuditEvent]:
+def run_decisions(*, run: Run) -> QuerySet[AuditEvent]:
     """Audit events of the run: tool decisions of its steps' agent turns, and the run's
     own events (started, cancelled, finished...), oldest first."""
     from django.db.models import Q
 
-    turn_ids = [t for t in steps_for_run(run).values_list("turn_id", flat=True) if t]
+    turn_ids = [t for t in run_steps(run=run).values_list("turn_id", flat=True) if t]
     run_events = Q(object_type="flows.run", object_id=str(run.pk))
     query = run_events
     if turn_ids:

@@ -67,7 +67,7 @@ def _pretty(value: Any) -> str:
 
 def _flow_or_404(project: Project, slug: str) -> Flow:
     return get_object_or_404(
-        selectors.flows_for_project(project).select_related("webhook"), slug=slug
+        selectors.flows_for_project(project=project).select_related("webhook"), slug=slug
     )
 
 
@@ -90,7 +90,7 @@ def _form_status(request: HttpRequest, ok: bool) -> int:
 def flow_list(request: HttpRequest, *, project: Project, role: Role) -> HttpResponse:
     """Flows of the project with their active version and last run; ``q`` searches."""
     search = request.GET.get("q", "").strip()[:100]
-    flows = selectors.flows_for_list(project)
+    flows = selectors.flows_for_list(project=project)
     if search:
         from django.db.models import Q
 
@@ -169,7 +169,7 @@ def _flow_context(
         "flow": flow,
         "active": active,
         "diagram": selectors.diagram(active.definition) if active else None,
-        "versions": selectors.versions_for_flow(flow),
+        "versions": selectors.flow_versions(flow=flow),
         "editor": FlowVersionForm(
             initial={
                 "source": active.source if active else EXAMPLE_DEFINITION,
@@ -181,9 +181,9 @@ def _flow_context(
         "start_form": RunStartForm(),
         "webhook": webhook if webhook is not None and webhook.enabled else None,
         "webhook_header_url": request.build_absolute_uri(reverse("flow-webhook", args=[flow.pk])),
-        "schedules": selectors.schedules_for_flow(flow),
+        "schedules": selectors.schedules_for_flow(flow=flow),
         "schedule_form": ScheduleForm(),
-        "recent_runs": selectors.runs_for_project(project).filter(flow=flow)[:10],
+        "recent_runs": selectors.runs_for_project(project=project).filter(flow=flow)[:10],
     }
     context.update(extra)
     return context
@@ -277,7 +277,7 @@ def flow_version_activate(
     """Make a version active (a rollback when older); confirmed in the page first."""
     project, role = acting_project(request, project, role=Role.OPERATOR)
     flow = _flow_or_404(project, slug)
-    version = get_object_or_404(selectors.versions_for_flow(flow), number=number)
+    version = get_object_or_404(selectors.flow_versions(flow=flow), number=number)
     previous = flow.active_version
     services.flow_version_activate(version=version, actor=request.user)
     if previous is not None and version.number < previous.number:
@@ -400,11 +400,11 @@ def flow_schedule_toggle(
 def run_list(request: HttpRequest, *, project: Project, role: Role) -> HttpResponse:
     """Runs of the project, newest first, filtered by status, flow, trigger, who started
     them and a time range; htmx requests get only the results table."""
-    slugs = list(selectors.flows_for_project(project).values_list("slug", flat=True))
+    slugs = list(selectors.flows_for_project(project=project).values_list("slug", flat=True))
     form = RunFilterForm(request.GET, flows=slugs)
     form.is_valid()  # invalid values are left out and shown on the form
     data = getattr(form, "cleaned_data", {})
-    runs = selectors.runs_for_project(project)
+    runs = selectors.runs_for_project(project=project)
     if data.get("status"):
         runs = runs.filter(status=data["status"])
     if data.get("flow"):
@@ -433,7 +433,7 @@ def run_list(request: HttpRequest, *, project: Project, role: Role) -> HttpRespo
 
 
 def _run_or_404(project: Project, pk: int) -> Run:
-    return get_object_or_404(selectors.runs_for_project(project), pk=pk)
+    return get_object_or_404(selectors.runs_for_project(project=project), pk=pk)
 
 
 REDACTED_CACHE_SECONDS = 30
@@ -484,14 +484,14 @@ def _step_rows(run: Run, steps: list) -> list[dict[str, Any]]:
 
 
 def _run_context(project: Project, role: Role, run: Run) -> dict[str, Any]:
-    steps = list(selectors.steps_for_run(run))
+    steps = list(selectors.run_steps(run=run))
     statuses = {s.step_id: s.status for s in steps if s.item_index < 0 and not s.compensates}
     try:
         diagram = selectors.diagram(run.flow_version.definition, statuses)
     except ValidationError:
         diagram = None
-    spans = list(selectors.spans_for_run(run))
-    costs = list(selectors.run_costs(run))
+    spans = list(selectors.run_spans(run=run))
+    costs = list(selectors.run_costs(run=run))
     # A cost entry's step_id is the step run's id (as text); show the step's name.
     labels = {
         str(s.pk): s.step_id + (f"[{s.item_index}]" if s.item_index >= 0 else "") for s in steps
@@ -510,7 +510,7 @@ def _run_context(project: Project, role: Role, run: Run) -> dict[str, Any]:
         "has_approvals": any(row["approvals"] for row in rows),
         "waterfall": selectors.waterfall(spans),
         "decisions": [
-            {"event": event, "data": event.data} for event in selectors.run_decisions(run)
+            {"event": event, "data": event.data} for event in selectors.run_decisions(run=run)
         ],
         "costs": costs,
         "input": selectors.redacted(run.input, project=project),

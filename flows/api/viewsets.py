@@ -83,7 +83,9 @@ class FlowViewSet(
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
             return Flow.objects.none()
-        return selectors.flows_for_project(self.project).select_related("webhook", "created_by")
+        return selectors.flows_for_project(project=self.project).select_related(
+            "webhook", "created_by"
+        )
 
     @extend_schema(request=FlowCreateSerializer, responses={201: FlowSerializer})
     def create(self, request, *args, **kwargs):
@@ -140,7 +142,7 @@ class FlowViewSet(
         data = serializer.validated_data
         version = None
         if "version" in data:
-            version = selectors.versions_for_flow(flow).filter(number=data["version"]).first()
+            version = selectors.flow_versions(flow=flow).filter(number=data["version"]).first()
             if version is None:
                 raise ValidationError(
                     {"version": [f"{flow.slug} has no version {data['version']}."]}
@@ -148,7 +150,7 @@ class FlowViewSet(
         run = services.run_start(
             flow=flow, input=data["input"], user=request.user, trigger="api", version=version
         )
-        run = selectors.runs_for_project(self.project).get(pk=run.pk)
+        run = selectors.runs_for_project(project=self.project).get(pk=run.pk)
         return Response(RunSerializer(run).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=None, responses={201: WebhookSerializer})
@@ -173,7 +175,7 @@ class _FlowChildViewSet(ProjectScopedViewSet):
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)
         self.flow = get_object_or_404(
-            selectors.flows_for_project(self.project), slug=self.kwargs["flow"]
+            selectors.flows_for_project(project=self.project), slug=self.kwargs["flow"]
         )
 
 
@@ -194,7 +196,7 @@ class FlowVersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, _Flow
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
             return FlowVersion.objects.none()
-        return selectors.versions_for_flow(self.flow).select_related("flow")
+        return selectors.flow_versions(flow=self.flow).select_related("flow")
 
     @extend_schema(request=FlowVersionCreateSerializer, responses={201: FlowVersionSerializer})
     def create(self, request, *args, **kwargs):
@@ -217,7 +219,11 @@ class FlowVersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, _Flow
     def activate(self, request, *args, **kwargs):
         """Make this version the active one; activating an older one is a rollback."""
         flow = services.flow_version_activate(version=self.get_object(), actor=request.user)
-        flow = selectors.flows_for_project(self.project).select_related("webhook").get(pk=flow.pk)
+        flow = (
+            selectors.flows_for_project(project=self.project)
+            .select_related("webhook")
+            .get(pk=flow.pk)
+        )
         return Response(FlowSerializer(flow).data)
 
 
@@ -241,7 +247,7 @@ class FlowScheduleViewSet(
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
             return FlowSchedule.objects.none()
-        return selectors.schedules_for_flow(self.flow)
+        return selectors.schedules_for_flow(flow=self.flow)
 
     def perform_create(self, serializer):
         serializer.instance = services.flow_schedule_create(
@@ -278,7 +284,7 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScoped
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
             return Run.objects.none()
-        return selectors.runs_for_project(self.project)
+        return selectors.runs_for_project(project=self.project)
 
     def _answer(self, run: Run) -> Response:
         return Response(self.get_serializer(self.get_queryset().get(pk=run.pk)).data)
@@ -301,7 +307,7 @@ class _RunChildViewSet(ProjectScopedViewSet):
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)
         self.run = get_object_or_404(
-            selectors.runs_for_project(self.project), pk=self.kwargs["run"]
+            selectors.runs_for_project(project=self.project), pk=self.kwargs["run"]
         )
 
 
@@ -319,7 +325,7 @@ class StepRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, _RunChild
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
             return StepRun.objects.none()
-        return selectors.steps_for_run(self.run)
+        return selectors.run_steps(run=self.run)
 
 
 class SpanViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, _RunChildViewSet):
@@ -336,4 +342,4 @@ class SpanViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, _RunChildVie
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
             return Span.objects.none()
-        return selectors.spans_for_run(self.run)
+        return selectors.run_spans(run=self.run)

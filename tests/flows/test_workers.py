@@ -300,3 +300,32 @@ def test_cancel_lets_the_running_step_finish_skips_the_rest_and_compensates(
     assert (steps["pay"].status, steps["ship"].status) == ("succeeded", "cancelled")
     ops = [r["body"].get("op") for r in tool_server.requests]
     assert ops == ["reserve", "pay", "refund", "unreserve"]
+
+
+def test_heartbeats_keep_the_lease_of_a_step_running_longer_than_the_lease(
+    project, admin_user, world, tool_server, tmp_path, settings
+):
+    worker = start_worker(tmp_path, settings, FLOWS_LEASE_SECONDS="1.5")
+    try:
+        run = start(
+            project,
+            admin_user,
+            "steps:\n  - {id: long, kind: tool, tool: hold-after, agent: operator}\n",
+        )
+        assert tool_server.held.wait(120), worker.output()
+        first_expiry = StepRun.objects.get(run=run).lease_expires_at
+        deadline = time.monotonic() + 5  # over three leases
+        while time.monotonic() < deadline:
+            assert engine.sweep()["expired"] == 0
+            time.sleep(0.3)
+        assert StepRun.objects.get(run=run).lease_expires_at > first_expiry  # extended
+        tool_server.release()
+        run = wait_run(run, worker=worker)
+    finally:
+        worker.stop()
+    step = StepRun.objects.get(run=run)
+    assert (run.status, step.attempt, [a["status"] for a in step.attempts]) == (
+        "succeeded",
+        1,
+        ["succeeded"],
+    )
