@@ -210,3 +210,23 @@ def test_bad_schedules_are_refused_by_field(flow, fields, key):
         not FlowSchedule.objects.exists()
         and not PeriodicTask.objects.filter(task="flows.tasks.schedule_fire").exists()
     )
+
+
+@pytest.mark.django_db(transaction=True)  # the scheduler closes and reopens connections
+def test_beat_reads_flow_schedules_from_the_database(flow):
+    """Beat runs django-celery-beat's DatabaseScheduler: enabled flow schedules are among
+    its entries (a paused one is not), and the settings' beat schedule is synced in."""
+    from django_celery_beat.schedulers import DatabaseScheduler
+
+    from controlplane.celery import app
+
+    assert app.conf.beat_scheduler == "django_celery_beat.schedulers:DatabaseScheduler"
+    on = flow_schedule_create(flow=flow, name="on", kind="interval", interval_seconds=60)
+    off = flow_schedule_create(flow=flow, name="off", kind="cron", cron="0 0 * * *", enabled=False)
+    scheduler = DatabaseScheduler(app=app, lazy=True)
+    scheduler.setup_schedule()  # what beat does at start: syncs CELERY_BEAT_SCHEDULE in
+    entries = scheduler.all_as_schedule()
+    assert f"flows.schedule.{on.pk}" in entries
+    assert f"flows.schedule.{off.pk}" not in entries
+    assert entries[f"flows.schedule.{on.pk}"].task == "flows.tasks.schedule_fire"
+    assert "flows-sweep" in entries
