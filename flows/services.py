@@ -117,6 +117,9 @@ def _activate(*, flow: Flow, version: FlowVersion) -> None:
     )
 
 
+RESERVED_FLOW_SLUGS = frozenset({"new", "validate"})
+
+
 @transaction.atomic
 def flow_create(
     *,
@@ -143,6 +146,8 @@ def flow_create(
         flow.full_clean()
     except ValidationError as exc:
         errors.update(exc.message_dict)
+    if slug in RESERVED_FLOW_SLUGS:  # fixed paths of the pages and the API
+        errors.setdefault("slug", []).append(f"{slug!r} is reserved; choose another slug.")
     try:
         definition_validate(project=project, source=source, source_format=source_format)
     except ValidationError as exc:
@@ -303,7 +308,7 @@ def webhook_run_start(*, flow_ref: str, token: str, body: Any) -> Run | None:
 
     flow = (
         Flow.objects.select_related("project", "webhook").filter(pk=int(flow_ref)).first()
-        if flow_ref.isdigit()
+        if flow_ref.isdigit() and len(flow_ref) < 19  # beyond a bigint: no such flow
         else None
     )
     webhook = getattr(flow, "webhook", None) if flow is not None else None

@@ -474,3 +474,9 @@ def test_the_webhook_token_is_shown_once_and_stored_as_a_digest(project, admin_c
     assert body["token"] not in str(admin_client_api.get(f"{API}/flows/echo/").json())
     events = AuditEvent.objects.filter(action__startswith="flow.webhook")
     assert events.count() == 1 and body["token"] not in str(events.get().data)
+
+
+@pytest.mark.parametrize("slug", ["new", "validate"])
+def test_slugs_of_fixed_paths_are_reserved(project, admin_client_api, flow, slug):
+    response = admin_client_api.post(f"{API}/flows/", {"slug": slug, "source": ECHO}, format="json")
+    assert response.status_code == 400 and "reserved" in response.json()["slug"][0]

@@ -77,6 +77,7 @@ def test_bad_tokens_unknown_flows_and_flows_without_webhook_look_the_same(
         post(f"/hooks/flows/{flow.pk + 999}/{hook}", {}),  # no such flow
         post(f"/hooks/flows/{other.pk}/{hook}", {}),  # a flow without a webhook
         post(f"/hooks/flows/{flow.slug}/{hook}", {}),  # not an id
+        post(f"/hooks/flows/{'9' * 30}/{hook}", {}),  # beyond any id
     ]
     assert {(status, json.dumps(body)) for status, body in answers} == {
         (404, json.dumps({"detail": "Not found."}))
@@ -88,6 +89,7 @@ def test_bad_tokens_unknown_flows_and_flows_without_webhook_look_the_same(
         "the token does not match",
         "no such flow",
         "the flow has no enabled webhook",
+        "no such flow",
         "no such flow",
     ]
     assert all(hook not in json.dumps(e.data) for e in refused)
