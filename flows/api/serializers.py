@@ -219,6 +219,14 @@ class WebhookSerializer(serializers.Serializer):
 
 class FlowScheduleSerializer(serializers.ModelSerializer):
     kind = serializers.ChoiceField(choices=ScheduleKind.choices)
+    # Declared (not from the model) so the schema's bounds do not depend on the database.
+    interval_seconds = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        min_value=10,
+        max_value=31_536_000,
+        help_text="For kind interval: seconds between runs, 10 to 31536000 (a year).",
+    )
     input = serializers.JSONField(required=False, help_text="The run input: a JSON object.")
     last_run = serializers.PrimaryKeyRelatedField(read_only=True)
 
@@ -239,5 +247,4 @@ class FlowScheduleSerializer(serializers.ModelSerializer):
         read_only_fields = ["id", "last_run_at", "last_run", "created_at"]
         extra_kwargs = {
             "cron": {"help_text": "5 fields, UTC: minute hour day-of-month month day-of-week."},
-            "interval_seconds": {"help_text": "For kind interval: at least 10."},
         }
