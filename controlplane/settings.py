@@ -51,6 +51,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_htmx",
     "django_prometheus",
+    "django_celery_beat",
     "controlplane",
     "governance",
     "agents",
@@ -189,6 +190,9 @@ CELERY_BEAT_SCHEDULE["flows-sweep"] = {
     "task": "flows.tasks.sweep",
     "schedule": FLOWS_SWEEP_INTERVAL_SECONDS,
 }
+# Flow schedules are rows (flows.FlowSchedule -> django_celery_beat.PeriodicTask), so beat
+# reads its schedule from the database; CELERY_BEAT_SCHEDULE above is synced into it.
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 
 # --- Email (approval notifications) -----------------------------------------------------
 EMAIL_BACKEND = env.str(
@@ -287,9 +291,12 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Status enums get their own names, so existing components keep theirs.
     "ENUM_NAME_OVERRIDES": {
         "TurnStatusEnum": "agents.models.TurnStatus",
         "ReplayDraftKindEnum": "agents.models.ReplayDraftKind",
+        "RunStatusEnum": "flows.models.RunStatus",
+        "StepStatusEnum": "flows.models.StepStatus",
     },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",

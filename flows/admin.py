@@ -6,7 +6,7 @@ from __future__ import annotations
 from django.contrib import admin
 
 from agents.admin import ReadOnlyAdmin
-from flows.models import Flow, FlowVersion, Run, Span, StepRun
+from flows.models import Flow, FlowSchedule, FlowVersion, FlowWebhook, Run, Span, StepRun
 
 
 @admin.register(Flow)
@@ -42,3 +42,19 @@ class SpanAdmin(ReadOnlyAdmin):
     list_display = ("name", "kind", "trace_id", "span_id", "start_time", "end_time", "status")
     list_filter = ("kind", "status")
     search_fields = ("trace_id", "span_id")
+
+
+@admin.register(FlowWebhook)
+class FlowWebhookAdmin(ReadOnlyAdmin):
+    """Tokens are made and rotated on the flow's page or over the API; only the digest is
+    stored."""
+
+    list_display = ("flow", "prefix", "enabled", "rotated_at", "last_used_at")
+
+
+@admin.register(FlowSchedule)
+class FlowScheduleAdmin(ReadOnlyAdmin):
+    """Schedules change through the services, which keep beat's PeriodicTask in step."""
+
+    list_display = ("flow", "name", "kind", "cron", "interval_seconds", "enabled", "last_run_at")
+    list_filter = ("kind", "enabled")

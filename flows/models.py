@@ -257,3 +257,75 @@ class Span(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.name}"
+
+
+class FlowWebhook(models.Model):
+    """The inbound webhook of a flow: ``POST /hooks/flows/<flow id>/<token>`` (or the token
+    in the ``X-Flow-Token`` header) starts a run whose input is the JSON body. Only the
+    SHA-256 ``digest`` of the token is stored (and its ``prefix``, to tell tokens apart);
+    the token itself is shown once, when it is made. Rotating replaces the digest."""
+
+    flow = models.OneToOneField(Flow, on_delete=models.CASCADE, related_name="webhook")
+    prefix = models.CharField(max_length=16)
+    digest = models.CharField(max_length=64, unique=True)
+    enabled = models.BooleanField(default=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    rotated_at = models.DateTimeField(default=timezone.now)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"webhook of {self.flow.slug} ({self.prefix}…)"
+
+
+class ScheduleKind(models.TextChoices):
+    CRON = "cron", "Cron"
+    INTERVAL = "interval", "Interval"
+
+
+class FlowSchedule(models.Model):
+    """Start a run of ``flow`` on a timer with ``input``: a 5-field ``cron`` expression (UTC)
+    or every ``interval_seconds``. Celery beat (django-celery-beat's database scheduler)
+    fires ``periodic_task``, which ``flows.services`` keeps in step with this row; a
+    disabled schedule starts nothing."""
+
+    flow = models.ForeignKey(Flow, on_delete=models.CASCADE, related_name="schedules")
+    name = models.CharField(max_length=100)
+    kind = models.CharField(max_length=8, choices=ScheduleKind.choices)
+    cron = models.CharField(max_length=100, blank=True)
+    interval_seconds = models.PositiveIntegerField(null=True, blank=True)
+    input = models.JSONField(default=dict, blank=True)
+    enabled = models.BooleanField(default=True)
+    periodic_task = models.OneToOneField(
+        "django_celery_beat.PeriodicTask",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    last_run_at = models.DateTimeField(null=True, blank=True)
+    last_run = models.ForeignKey(
+        Run, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["flow", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["flow", "name"], name="flow_schedule_unique_name")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.flow.slug}: {self.name}"
+
+    @property
+    def every(self) -> str:
+        """The timer as text: ``cron 0 * * * *`` or ``every 300 s``."""
+        if self.kind == ScheduleKind.CRON:
+            return f"cron {self.cron}"
+        return f"every {self.interval_seconds} s"

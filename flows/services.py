@@ -13,7 +13,16 @@ from django.utils import timezone
 from agents.models import Agent, Tool
 from controlplane.context import signed_in_user
 from flows.definition import FlowDefinition, definition_references, load_source, parse_definition
-from flows.models import Flow, FlowVersion, Run, SourceFormat, TriggerKind
+from flows.models import (
+    Flow,
+    FlowSchedule,
+    FlowVersion,
+    FlowWebhook,
+    Run,
+    ScheduleKind,
+    SourceFormat,
+    TriggerKind,
+)
 from governance.services import audit_record
 
 
@@ -108,6 +117,9 @@ def _activate(*, flow: Flow, version: FlowVersion) -> None:
     )
 
 
+RESERVED_FLOW_SLUGS = frozenset({"new", "validate"})
+
+
 @transaction.atomic
 def flow_create(
     *,
@@ -134,6 +146,8 @@ def flow_create(
         flow.full_clean()
     except ValidationError as exc:
         errors.update(exc.message_dict)
+    if slug in RESERVED_FLOW_SLUGS:  # fixed paths of the pages and the API
+        errors.setdefault("slug", []).append(f"{slug!r} is reserved; choose another slug.")
     try:
         definition_validate(project=project, source=source, source_format=source_format)
     except ValidationError as exc:
@@ -227,3 +241,290 @@ def run_retry(*, run: Run, actor=None) -> Run:
     from flows import engine
 
     return engine.run_retry(run=run, actor=actor)
+
+
+# --- Triggers: webhook tokens and schedules -----------------------------------------------
+
+WEBHOOK_TOKEN_PREFIX = "fwh"  # noqa: S105 - a label, not a secret
+
+
+def webhook_token_digest(raw: str) -> str:
+    """SHA-256 hex digest of a webhook token (what is stored and compared)."""
+    import hashlib
+
+    return hashlib.sha256(raw.encode("utf-8")).hexdigest()
+
+
+@transaction.atomic
+def flow_webhook_rotate(*, flow: Flow, actor=None) -> tuple[FlowWebhook, str]:
+    """Make (or replace) the flow's webhook token and enable the webhook. Returns the
+    webhook and the token, ``fwh_<prefix>_<secret>``, in plain text: shown once, only
+    its SHA-256 digest is stored. The previous token stops working at once."""
+    import secrets
+
+    prefix = secrets.token_hex(4)
+    raw = f"{WEBHOOK_TOKEN_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
+    now = timezone.now()
+    webhook, created = FlowWebhook.objects.select_for_update().get_or_create(
+        flow=flow,
+        defaults={
+            "prefix": prefix,
+            "digest": webhook_token_digest(raw),
+            "created_by": signed_in_user(actor),
+            "rotated_at": now,
+        },
+    )
+    if not created:
+        webhook.prefix = prefix
+        webhook.digest = webhook_token_digest(raw)
+        webhook.enabled = True
+        webhook.rotated_at = now
+        webhook.save(update_fields=["prefix", "digest", "enabled", "rotated_at"])
+    audit_record(
+        action="flow.webhook.created" if created else "flow.webhook.rotated",
+        obj=flow,
+        data={"prefix": prefix},
+    )
+    return webhook, raw
+
+
+@transaction.atomic
+def flow_webhook_disable(*, flow: Flow, actor=None) -> None:
+    """Turn the flow's webhook off (its token is forgotten: rotating makes a new one).
+    No-op without a webhook."""
+    deleted, _ = FlowWebhook.objects.filter(flow=flow).delete()
+    if deleted:
+        audit_record(action="flow.webhook.disabled", obj=flow, data={})
+
+
+def webhook_run_start(*, flow_ref: str, token: str, body: Any) -> Run | None:
+    """Start a run from an inbound webhook call: ``flow_ref`` is the flow's id, ``token``
+    the presented token, ``body`` the parsed JSON body (the run input; must be an
+    object). Returns ``None`` when the flow does not exist, has no enabled webhook or the
+    token does not match (the caller answers the same 404 for all three); the refusal
+    is audited as ``flow.webhook.refused`` with its reason, never the token. Raises
+    ``ValidationError`` for a body that is not a JSON object (after the token check)."""
+    import hmac
+
+    flow = (
+        Flow.objects.select_related("project", "webhook").filter(pk=int(flow_ref)).first()
+        if flow_ref.isdigit() and len(flow_ref) < 19  # beyond a bigint: no such flow
+        else None
+    )
+    webhook = getattr(flow, "webhook", None) if flow is not None else None
+    presented = webhook_token_digest(token or "")
+    if webhook is None or not webhook.enabled or not hmac.compare_digest(presented, webhook.digest):
+        reason = (
+            "no such flow"
+            if flow is None
+            else "the flow has no enabled webhook"
+            if webhook is None or not webhook.enabled
+            else "the token does not match"
+        )
+        audit_record(
+            action="flow.webhook.refused",
+            project=flow.project if flow is not None else None,
+            object_type="flows.flow",
+            object_id=str(flow.pk) if flow is not None else flow_ref[:64],
+            data={"reason": reason},
+        )
+        return None
+    if not isinstance(body, dict):
+        raise ValidationError({"input": "The webhook body must be a JSON object."})
+    FlowWebhook.objects.filter(pk=webhook.pk).update(last_used_at=timezone.now())
+    return run_start(flow=flow, input=body, user=None, trigger=TriggerKind.WEBHOOK)
+
+
+SCHEDULE_TASK = "flows.tasks.schedule_fire"
+
+
+def _check_cron(cron: str) -> str:
+    from celery.schedules import crontab
+
+    fields = cron.split()
+    if len(fields) != 5:
+        raise ValidationError(
+            {"cron": "Use 5 fields: minute hour day-of-month month day-of-week (UTC)."}
+        )
+    try:
+        crontab(*fields)
+    except (ValueError, TypeError) as exc:
+        raise ValidationError({"cron": f"Not a cron expression: {exc}"}) from exc
+    return " ".join(fields)
+
+
+def _schedule_clean(
+    *,
+    kind: str,
+    cron: str,
+    interval_seconds: int | None,
+    input: Any,  # noqa: A002
+) -> dict[str, Any]:
+    errors: dict[str, list[str]] = {}
+    if kind not in ScheduleKind.values:
+        errors["kind"] = [f"Use one of {', '.join(ScheduleKind.values)}."]
+    if kind == ScheduleKind.CRON:
+        try:
+            cron = _check_cron(cron or "")
+        except ValidationError as exc:
+            errors.update(exc.message_dict)
+        interval_seconds = None
+    elif kind == ScheduleKind.INTERVAL:
+        if interval_seconds is None or interval_seconds < 10:
+            errors["interval_seconds"] = ["Give a whole number of seconds, at least 10."]
+        cron = ""
+    if not isinstance(input, dict):
+        errors["input"] = ["The run input must be a JSON object."]
+    if errors:
+        raise ValidationError(errors)
+    return {"kind": kind, "cron": cron, "interval_seconds": interval_seconds, "input": input}
+
+
+def _sync_periodic_task(schedule: FlowSchedule) -> None:
+    """Create or update the django-celery-beat row that fires ``schedule``."""
+    import json
+
+    from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
+
+    fields: dict[str, Any] = {"crontab": None, "interval": None}
+    if schedule.kind == ScheduleKind.CRON:
+        minute, hour, day_of_month, month_of_year, day_of_week = schedule.cron.split()
+        fields["crontab"], _ = CrontabSchedule.objects.get_or_create(
+            minute=minute,
+            hour=hour,
+            day_of_month=day_of_month,
+            month_of_year=month_of_year,
+            day_of_week=day_of_week,
+            timezone="UTC",
+        )
+    else:
+        fields["interval"], _ = IntervalSchedule.objects.get_or_create(
+            every=schedule.interval_seconds, period=IntervalSchedule.SECONDS
+        )
+    values = {
+        "name": f"flows.schedule.{schedule.pk}",
+        "task": SCHEDULE_TASK,
+        "args": json.dumps([schedule.pk]),
+        "enabled": schedule.enabled,
+        **fields,
+    }
+    if schedule.periodic_task_id:
+        PeriodicTask.objects.filter(pk=schedule.periodic_task_id).update(**values)
+        # .update() skips the change signal the database scheduler watches.
+        from django_celery_beat.models import PeriodicTasks
+
+        PeriodicTasks.update_changed()
+    else:
+        schedule.periodic_task = PeriodicTask.objects.create(**values)
+        schedule.save(update_fields=["periodic_task"])
+
+
+@transaction.atomic
+def flow_schedule_create(
+    *,
+    flow: Flow,
+    name: str,
+    kind: str,
+    cron: str = "",
+    interval_seconds: int | None = None,
+    input: dict[str, Any] | None = None,  # noqa: A002
+    enabled: bool = True,
+    actor=None,
+) -> FlowSchedule:
+    """A schedule that starts runs of ``flow`` with ``input``: ``kind`` ``cron`` (5 fields,
+    UTC) or ``interval`` (``interval_seconds`` >= 10). Raises ``ValidationError`` keyed by
+    field (``cron``, ``interval_seconds``, ``input``, ``name``)."""
+    data = _schedule_clean(
+        kind=kind, cron=cron, interval_seconds=interval_seconds, input=input or {}
+    )
+    schedule = FlowSchedule(
+        flow=flow, name=name, enabled=enabled, created_by=signed_in_user(actor), **data
+    )
+    schedule.full_clean(exclude=["flow", "periodic_task"])
+    if FlowSchedule.objects.filter(flow=flow, name=name).exists():
+        raise ValidationError({"name": f"{flow.slug} already has a schedule named {name!r}."})
+    schedule.save()
+    _sync_periodic_task(schedule)
+    audit_record(
+        action="flow.schedule.created",
+        obj=schedule,
+        project=flow.project,
+        data={"flow": flow.slug, "name": name, "every": schedule.every, "enabled": enabled},
+    )
+    return schedule
+
+
+@transaction.atomic
+def flow_schedule_update(
+    *,
+    schedule: FlowSchedule,
+    kind: str | None = None,
+    cron: str | None = None,
+    interval_seconds: int | None = None,
+    input: dict[str, Any] | None = None,  # noqa: A002
+    enabled: bool | None = None,
+    actor=None,
+) -> FlowSchedule:
+    """Change a schedule's timer, input or ``enabled`` (a disabled one starts nothing).
+    Raises ``ValidationError`` keyed by field."""
+    schedule = (
+        FlowSchedule.objects.select_for_update().select_related("flow__project").get(pk=schedule.pk)
+    )
+    data = _schedule_clean(
+        kind=kind if kind is not None else schedule.kind,
+        cron=cron if cron is not None else schedule.cron,
+        interval_seconds=(
+            interval_seconds if interval_seconds is not None else schedule.interval_seconds
+        ),
+        input=input if input is not None else schedule.input,
+    )
+    for key, value in data.items():
+        setattr(schedule, key, value)
+    if enabled is not None:
+        schedule.enabled = enabled
+    schedule.save()
+    _sync_periodic_task(schedule)
+    audit_record(
+        action="flow.schedule.updated",
+        obj=schedule,
+        project=schedule.flow.project,
+        data={"every": schedule.every, "enabled": schedule.enabled},
+    )
+    return schedule
+
+
+@transaction.atomic
+def flow_schedule_delete(*, schedule: FlowSchedule, actor=None) -> None:
+    """Delete a schedule and its beat entry."""
+    from django_celery_beat.models import PeriodicTask
+
+    project = schedule.flow.project
+    data = {"flow": schedule.flow.slug, "name": schedule.name}
+    audit_record(action="flow.schedule.deleted", obj=schedule, project=project, data=data)
+    task_id = schedule.periodic_task_id
+    schedule.delete()
+    if task_id:
+        PeriodicTask.objects.filter(pk=task_id).delete()
+
+
+def flow_schedule_fire(*, schedule_id: int) -> Run | None:
+    """Start a run for schedule ``schedule_id`` (called by beat through
+    ``flows.tasks.schedule_fire``). Returns ``None`` when the schedule is gone or
+    disabled; a flow without an active version is refused and audited."""
+    schedule = FlowSchedule.objects.select_related("flow__project").filter(pk=schedule_id).first()
+    if schedule is None or not schedule.enabled:
+        return None
+    try:
+        run = run_start(
+            flow=schedule.flow, input=schedule.input, user=None, trigger=TriggerKind.SCHEDULE
+        )
+    except ValidationError as exc:
+        audit_record(
+            action="flow.schedule.failed",
+            obj=schedule,
+            project=schedule.flow.project,
+            data={"errors": exc.message_dict if hasattr(exc, "error_dict") else exc.messages},
+        )
+        return None
+    FlowSchedule.objects.filter(pk=schedule.pk).update(last_run_at=run.created_at, last_run=run)
+    return run

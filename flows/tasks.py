@@ -23,3 +23,12 @@ def step_resume(step_run_id: int) -> None:
 def sweep() -> dict[str, int]:
     """Requeue step runs whose lease expired or whose task was lost (beat)."""
     return engine.sweep()
+
+
+@shared_task(name="flows.tasks.schedule_fire", ignore_result=True)
+def schedule_fire(schedule_id: int) -> int | None:
+    """Start a run for a flow schedule (beat, django-celery-beat); returns the run id."""
+    from flows.services import flow_schedule_fire
+
+    run = flow_schedule_fire(schedule_id=schedule_id)
+    return run.pk if run is not None else None
