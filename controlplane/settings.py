@@ -291,3 +291,10 @@ API_TOKEN_DEFAULT_TTL_DAYS = env.positive_int("API_TOKEN_DEFAULT_TTL_DAYS", defa
 # Agent registry: a stdio MCP server runs its command as this process's OS user, so only
 # these executables (command[0], exact match) may be launched; empty = no stdio servers.
 MCP_STDIO_COMMANDS_ALLOWED = env.list("MCP_STDIO_COMMANDS_ALLOWED", default=[])
+
+# --- Demo (flows/demo; docs/bring-your-own-model.md) ------------------------------------------
+# When set, the scripted model appends what it received (one JSON line per request) here.
+SCRIPTED_MODEL_RECORD_FILE = env.str("SCRIPTED_MODEL_RECORD_FILE", default="")
+# An OpenAI-compatible server (llama.cpp, Ollama, vLLM) for the demo's free-text agents.
+LOCAL_LLM_BASE_URL = env.str("LOCAL_LLM_BASE_URL", default="")
+LOCAL_LLM_MODEL = env.str("LOCAL_LLM_MODEL", default="smollm2-135m-instruct")
