@@ -572,3 +572,12 @@ class AgentTurn(models.Model):
 
     def __str__(self) -> str:
         return f"turn {self.pk} of {self.agent_version} ({self.status})"
+
+
+# The demo's tables live in their own module (imported here so Django registers them).
+from agents.demo_models import (  # noqa: E402, F401
+    Customer,
+    KnowledgeArticle,
+    OutboxEmail,
+    RefundEntry,
+)
