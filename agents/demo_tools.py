@@ -53,8 +53,16 @@ def _customer(call: BuiltinCall, ref: str):
     return customer
 
 
+def _stem(word: str) -> str:
+    # A light suffix strip, so "charged", "charges" and "charge" meet at "charg".
+    for suffix in ("ing", "ed", "es", "s", "e"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 4:
+            return word[: -len(suffix)]
+    return word
+
+
 def _terms(text: str) -> list[str]:
-    return [w for w in _WORD_RE.findall(text.lower()) if w not in _STOPWORDS]
+    return [_stem(w) for w in _WORD_RE.findall(text.lower()) if w not in _STOPWORDS]
 
 
 @builtin_tool(
@@ -73,7 +81,7 @@ def _terms(text: str) -> list[str]:
 )
 def kb_search(*, query: str, limit: int = 3, call: BuiltinCall) -> dict:
     """Rank the project's articles by how many of the query's words (3+ letters, stop
-    words dropped) occur in the title (x3), the category (x2) and the body: ``{"articles":
+    words dropped, light suffix stripping) occur in the title (x3), the category (x2) and the body: ``{"articles":
     [{"slug", "title", "score", "snippet"}]}``, best first, at most ``limit``."""
     from agents.demo_models import KnowledgeArticle
 
@@ -81,7 +89,7 @@ def kb_search(*, query: str, limit: int = 3, call: BuiltinCall) -> dict:
     scored = []
     for article in KnowledgeArticle.objects.filter(project_id=call.project_id):
         title, body = set(_terms(article.title)), set(_terms(article.body))
-        score = 3 * len(terms & title) + 2 * (article.category in terms) + len(terms & body)
+        score = 3 * len(terms & title) + 2 * (_stem(article.category) in terms) + len(terms & body)
         if score:
             scored.append((score, article.slug, article))
     scored.sort(key=lambda row: (-row[0], row[1]))
