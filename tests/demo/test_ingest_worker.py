@@ -11,7 +11,6 @@ import logging
 import uuid
 
 import pytest
-from django.conf import settings as django_settings
 from django.core.management import call_command
 
 from agents.models import AgentTurn, OutboxEmail, RefundEntry
@@ -73,7 +72,8 @@ def test_demo_ingest_of_20_messages_on_a_real_worker(demo_var, recorded_worker, 
     worker, record = recorded_worker
     load_demo()
     out = io.StringIO()
-    with caplog.at_level(logging.INFO):
+    # DEBUG: Presidio's debug lines quote what it scans (controlplane.logging caps them).
+    with caplog.at_level(logging.DEBUG):
         call_command("demo_ingest", "--limit", str(LIMIT), "--timeout", "600", stdout=out)
     output = out.getvalue()
     tickets = demo_ingest.demo_tickets(LIMIT)
@@ -142,4 +142,3 @@ def test_demo_ingest_of_20_messages_on_a_real_worker(demo_var, recorded_worker, 
     }
     # The small soft budget alerted.
     assert AuditEvent.objects.filter(action="budget.alert").exists()
-    assert django_settings.FLOWS_TASK_QUEUE == worker.queue
