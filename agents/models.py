@@ -25,7 +25,7 @@ tool_name_validator = RegexValidator(
 # API: an agent or tool named like one could not be opened, so new ones are refused.
 # ``tests/agents/test_pages.py`` checks that every fixed segment of the URLconf is here.
 RESERVED_AGENT_SLUGS = frozenset({"new", "model-endpoints", "mcp-servers", "tools"})
-RESERVED_TOOL_NAMES = frozenset({"new", "mcp-servers"})
+RESERVED_TOOL_NAMES = frozenset({"new", "mcp-servers", "outbox"})
 
 
 def _check_reserved(instance: models.Model, field: str, reserved: frozenset[str]) -> None:

@@ -4,6 +4,7 @@ governed path calls them)."""
 from __future__ import annotations
 
 import pytest
+from django.urls import reverse
 
 from agents.connectors import tool_invoke
 from agents.models import OutboxEmail, RefundEntry, Tool
@@ -64,3 +65,19 @@ def test_pii_scan_reports_types_without_values_and_the_report_aggregates(demo):
     assert report["documents"] == 2 and report["with_pii"] == 1
     assert report["blocked_toward_models"] == 1
     assert report["by_type"]["US_SSN"] == {"count": 1, "documents": 1, "action": "block"}
+
+
+def test_the_outbox_page_shows_queued_emails_and_refunds(demo, client, django_user_model):
+    invoke(demo, "send_email", {"customer_id": "C-1003", "subject": "Re: billing", "body": "Hi"})
+    invoke(demo, "issue_refund", {"customer_id": "C-1003", "amount_usd": "19.99"}, key="key-refund")
+    client.force_login(django_user_model.objects.get(username="admin"))
+    response = client.get(reverse("demo-outbox"))
+    text = response.content.decode()
+    assert response.status_code == 200
+    assert "Re: billing" in text and "aiko.tanaka@example.net" in text and "19.99" in text
+
+
+def test_the_outbox_page_needs_a_signed_in_member(demo, client):
+    # Project pages show the session's current project, so only sign-in is checked here.
+    response = client.get(reverse("demo-outbox"))
+    assert response.status_code == 302 and "/login/" in response["Location"]
