@@ -11,6 +11,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
+from django.db import transaction
 
 from controlplane.context import ACTOR_SYSTEM, Actor, acting_as
 from controlplane.models import Membership, Project, Role
@@ -34,7 +35,8 @@ class Command(BaseCommand):
         call_command("bootstrap_demo", force=force, stdout=self.stdout)
         project = Project.objects.get(slug="demo")
         admin = get_user_model().objects.get(username="admin")
-        with acting_as(Actor(kind=ACTOR_SYSTEM, name="system:demo_load")):
+        # One transaction: a failure leaves nothing half-loaded (the next run starts over).
+        with acting_as(Actor(kind=ACTOR_SYSTEM, name="system:demo_load")), transaction.atomic():
             approver_note = self._second_approver(project)
             report = demo_load(project=project, actor=admin)
         if approver_note:
