@@ -41,7 +41,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured, ValidationError
-from django.db import close_old_connections, connection, transaction
+from django.db import connection, transaction
 from django.db.models import Count, F, Q, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -102,12 +102,13 @@ def root_span_id(run: Run) -> str:
 _definitions: dict[int, tuple[datetime, FlowDefinition]] = {}
 
 
-def _definition(version_id: int) -> FlowDefinition:
+def _definition(version_id: int, created_at: datetime | None = None) -> FlowDefinition:
     # Parsed once per process per version (immutable); keyed with created_at too, since a
     # test database may reuse a primary key.
-    created_at = (
-        FlowVersion.objects.filter(pk=version_id).values_list("created_at", flat=True).get()
-    )
+    if created_at is None:
+        created_at = (
+            FlowVersion.objects.filter(pk=version_id).values_list("created_at", flat=True).get()
+        )
     cached = _definitions.get(version_id)
     if cached is None or cached[0] != created_at:
         version = FlowVersion.objects.only("definition").get(pk=version_id)
@@ -118,6 +119,8 @@ def _definition(version_id: int) -> FlowDefinition:
 
 def definition_of(run: Run) -> FlowDefinition:
     """The parsed definition of the run's flow version (cached per process: immutable)."""
+    if Run.flow_version.is_cached(run):
+        return _definition(run.flow_version_id, run.flow_version.created_at)
     return _definition(run.flow_version_id)
 
 
@@ -184,7 +187,7 @@ def run_start(
         raise ValidationError({"input": f"The run input must be JSON: {exc}"}) from exc
     if trigger not in TriggerKind.values:
         raise ValidationError({"trigger": f"Use one of {', '.join(TriggerKind.values)}."})
-    definition = _definition(version.pk)
+    definition = _definition(version.pk, version.created_at)
     now = _now()
     run = Run.objects.create(
         project_id=flow.project_id,
@@ -362,7 +365,8 @@ class _Heartbeat:
             except Exception:  # noqa: BLE001 - a missed heartbeat only shortens the lease
                 logger.exception("flows: lease heartbeat failed")
             finally:
-                close_old_connections()
+                # This thread's own connection: closed between beats (every lease / 3).
+                connection.close()
 
 
 heartbeat = _Heartbeat()
@@ -370,6 +374,17 @@ heartbeat = _Heartbeat()
 
 def _owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+# What an attempt reads with its step run, in the same query.
+_STEP_RELATED = (
+    "run__flow_version",
+    "run__flow",
+    "run__project",
+    "run__started_by",
+    "agent_version__agent__project",
+    "agent_version__model_endpoint",
+)
 
 
 def step_execute(*, step_run_id: int) -> None:
@@ -391,7 +406,7 @@ def step_execute(*, step_run_id: int) -> None:
     )
     if claimed != 1:
         return
-    step_run = StepRun.objects.select_related("run", "agent_version").get(pk=step_run_id)
+    step_run = StepRun.objects.select_related(*_STEP_RELATED).get(pk=step_run_id)
     run = step_run.run
     if not step_run.compensates and (run.cancel_requested or run.is_final):
         _record(step_run, owner, Outcome("cancelled", error="the run was cancelled"), now)
@@ -587,9 +602,11 @@ def _tool_context(step_run: StepRun, run: Run, turn: AgentTurn):
     from agents.governed import version_policy
     from agents.runtime.context import TurnContext
 
-    version = AgentVersion.objects.select_related("agent__project", "model_endpoint").get(
-        pk=step_run.agent_version_id
-    )
+    version = step_run.agent_version
+    if version is None or not AgentVersion.agent.is_cached(version):
+        version = AgentVersion.objects.select_related("agent__project", "model_endpoint").get(
+            pk=step_run.agent_version_id
+        )
     return TurnContext(
         version=version,
         turn=turn,
@@ -761,8 +778,11 @@ def retry_delay_seconds(retries, failures: int, rand: random.Random | None = Non
 
 def _record(step_run: StepRun, owner: str, outcome: Outcome, started: datetime) -> None:
     """Record one attempt's outcome and move the run forward, in one transaction."""
+    loaded = step_run.run if StepRun.run.is_cached(step_run) else None
     with transaction.atomic():
         run = Run.objects.select_for_update().get(pk=step_run.run_id)
+        if loaded is not None:
+            run.flow_version, run.flow = loaded.flow_version, loaded.flow
         fresh = StepRun.objects.select_for_update().filter(pk=step_run.pk).first()
         if fresh is None or fresh.status != StepStatus.RUNNING or fresh.lease_owner != owner:
             logger.info("flows: step run %s lost its lease; result dropped", step_run.pk)
@@ -971,6 +991,9 @@ def _advance(run: Run, definition: FlowDefinition, changed: list[StepRun]) -> No
     finish the run when nothing is left. Runs inside the recording transaction."""
     now = _now()
     if run.cancel_requested or run.status != RunStatus.RUNNING:
+        if run.cancel_requested and not run.is_final:
+            # A map whose last running item just stopped closes now.
+            _stop_open_steps(run, reason="the run was cancelled")
         _maybe_finish(run, definition)
         return
     work = list(changed)
@@ -981,6 +1004,7 @@ def _advance(run: Run, definition: FlowDefinition, changed: list[StepRun]) -> No
             dependents.setdefault(need, []).append(step_id)
     branch_of = definition.branch_of()
     failed = False
+    dispatched = False
     while work:
         step_run = work.pop()
         if step_run.parent_id is not None:
@@ -1036,6 +1060,9 @@ def _advance(run: Run, definition: FlowDefinition, changed: list[StepRun]) -> No
             else:
                 ready.append(row)
         _dispatch(ready)
+        dispatched = dispatched or bool(ready)
+    if dispatched and not failed:
+        return  # the run goes on: nothing to finish
     if failed:
         run.error = run.error or "a step failed"
         _stop_open_steps(run, reason="an earlier step failed")
@@ -1255,7 +1282,7 @@ def step_resume(*, step_run_id: int) -> None:
     )
     if claimed != 1:
         return
-    step_run = StepRun.objects.select_related("run", "agent_version").get(pk=step_run_id)
+    step_run = StepRun.objects.select_related(*_STEP_RELATED).get(pk=step_run_id)
     run = step_run.run
     heartbeat.hold(step_run.pk, owner)
     try:
@@ -1351,7 +1378,9 @@ def _resume_attempt(step_run: StepRun, run: Run, outcomes: dict[int, dict], star
 def sweep(*, lost_after_seconds: float | None = None) -> dict[str, int]:
     """Requeue step runs whose lease expired (their worker died) and pending ones whose
     task was queued more than ``lost_after_seconds`` (default: the lease) ago and never
-    claimed (lost message). Returns ``{"expired": n, "lost": m}``."""
+    claimed (lost message), and resume waiting step runs whose approval requests are all
+    final (a missed ``approval_decided``; only when ``approval_outcomes`` can answer).
+    Returns ``{"expired": n, "lost": m, "resumed": k}``."""
     now = _now()
     lost_after = timedelta(
         seconds=lost_after_seconds if lost_after_seconds is not None else lease_seconds()
@@ -1393,8 +1422,23 @@ def sweep(*, lost_after_seconds: float | None = None) -> dict[str, int]:
             ).update(queued_at=now, updated_at=now):
                 lost += 1
                 _queue("step_execute", step_run.pk)
-    # Steps waiting for approvals whose outcomes are all final (a missed signal).
-    return {"expired": expired, "lost": lost}
+    # Steps waiting for approvals that are all decided (a signal was missed): resumed
+    # when the approvals app can be asked (approval_outcomes).
+    resumed = 0
+    from governance.approval_port import approval_outcomes
+
+    waiting = StepRun.objects.filter(status=StepStatus.WAITING_APPROVAL).exclude(
+        approval_request_ids=[]
+    )
+    for step_run in waiting.only("pk", "approval_request_ids")[:500]:
+        try:
+            read = approval_outcomes(step_run.approval_request_ids)
+        except ImproperlyConfigured:
+            break
+        if len(read) == len(step_run.approval_request_ids) and all(o.final for o in read.values()):
+            resumed += 1
+            _queue("step_resume", step_run.pk)
+    return {"expired": expired, "lost": lost, "resumed": resumed}
 
 
 # --- spans ---------------------------------------------------------------------------------

@@ -505,3 +505,75 @@ def test_an_agent_step_parked_on_a_tool_approval_resumes_after_the_decision(
     assert run.output == {"pay": "paid"}
     assert len(tool_server.requests) == 1
     assert steps_of(run)["pay"].turn_id == pay.turn_id
+
+
+def test_the_sweeper_resumes_a_step_whose_approval_signal_was_missed(
+    project, admin_user, world, pump, tool_server, monkeypatch
+):
+    from governance import approval_port
+
+    def reader(ids):
+        return {
+            r.pk: ApprovalOutcome(request_id=r.pk, status=r.status)
+            for r in ApprovalRequest.objects.filter(pk__in=ids)
+        }
+
+    monkeypatch.setattr(approval_port, "_outcome_reader", reader)
+    run = start(project, admin_user, APPROVAL, title="Q3")
+    pump.run()
+    [request_id] = steps_of(run)["gate"].approval_request_ids
+    assert engine.sweep()["resumed"] == 0  # still pending
+    ApprovalRequest.objects.filter(pk=request_id).update(status="approved")  # no signal
+    assert engine.sweep()["resumed"] == 1
+    pump.run()
+    run.refresh_from_db()
+    assert run.status == "succeeded", run.error
+
+
+def test_the_sweeper_requeues_a_step_whose_task_was_lost(project, admin_user, world, pump):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    run = start(
+        project,
+        admin_user,
+        "steps:\n  - {id: s, kind: tool, tool: echo, agent: operator, arguments: {text: a}}\n",
+    )
+    pump.queue.clear()  # the message is lost
+    assert engine.sweep()["lost"] == 0  # not yet a lease old
+    StepRun.objects.filter(run=run).update(queued_at=timezone.now() - timedelta(minutes=5))
+    assert engine.sweep()["lost"] == 1
+    pump.run()
+    assert Run.objects.get(pk=run.pk).status == "succeeded"
+
+
+def test_cancel_while_a_map_item_runs_closes_the_map_when_it_finishes(
+    project, admin_user, world, pump
+):
+    from django.utils import timezone
+
+    run = start(project, admin_user, MAP, items=["a", "b", "c"])
+    pump.run(limit=1)  # the map fans out
+    pump.queue.clear()
+    first = StepRun.objects.get(run=run, item_index=0)
+    StepRun.objects.filter(pk=first.pk).update(
+        status="running", lease_owner="w1"
+    )  # a worker has it
+    run_cancel(run=run, actor=admin_user)
+    assert Run.objects.get(pk=run.pk).status == "running"  # item 0 still runs
+    engine._record(
+        StepRun.objects.get(pk=first.pk),
+        "w1",
+        engine.Outcome("succeeded", output={"text": "a"}),
+        timezone.now(),
+    )
+    run.refresh_from_db()
+    assert run.status == "cancelled"
+    each = StepRun.objects.get(run=run, step_id="each", item_index=-1)
+    assert each.status == "cancelled"
+    statuses = list(
+        StepRun.objects.filter(parent=each).order_by("item_index").values_list("status", flat=True)
+    )
+    assert statuses == ["succeeded", "cancelled", "cancelled"]
+    assert steps_of(run)["count"].status == "cancelled"

@@ -247,3 +247,85 @@ def test_a_step_task_delivered_three_times_runs_once(
     assert len(tool_server.requests) == 1
     assert StepRun.objects.get(pk=step_run.pk).attempt == 1
     assert "step_execute" in worker.log_path.read_text()
+
+
+def test_a_step_past_its_timeout_fails_with_kind_timeout(
+    project, admin_user, world, tool_server, shared_worker
+):
+    source = (
+        "steps:\n  - {id: slow, kind: tool, tool: hold-before, agent: operator, "
+        "timeout_seconds: 1, retries: {max_attempts: 1}}\n"
+    )
+    try:
+        run = wait_run(start(project, admin_user, source), worker=shared_worker)
+    finally:
+        tool_server.release()
+    slow = StepRun.objects.get(run=run, step_id="slow")
+    assert (run.status, slow.status, slow.error_kind) == ("failed", "failed", "timeout")
+    assert "longer than 1 s" in slow.error
+
+
+SAGA_HELD = """
+steps:
+  - id: reserve
+    kind: tool
+    tool: effect
+    agent: operator
+    arguments: {op: reserve}
+    on_failure: [{id: unreserve, kind: tool, tool: effect, agent: operator, arguments: {op: unreserve}}]
+  - id: pay
+    kind: tool
+    tool: hold-after
+    agent: operator
+    depends_on: [reserve]
+    arguments: {op: pay}
+    on_failure: [{id: refund, kind: tool, tool: effect, agent: operator, arguments: {op: refund}}]
+  - {id: ship, kind: tool, tool: effect, agent: operator, depends_on: [pay], arguments: {op: ship}}
+"""
+
+
+def test_cancel_lets_the_running_step_finish_skips_the_rest_and_compensates(
+    project, admin_user, world, tool_server, shared_worker
+):
+    from flows.services import run_cancel
+
+    run = start(project, admin_user, SAGA_HELD)
+    assert tool_server.held.wait(120), shared_worker.output()
+    run_cancel(run=run, actor=admin_user)
+    assert Run.objects.get(pk=run.pk).status == "running"  # pay is still running
+    tool_server.release()
+    run = wait_run(run, worker=shared_worker)
+    assert run.status == "cancelled"
+    steps = scenarios.steps_of(run)
+    assert (steps["pay"].status, steps["ship"].status) == ("succeeded", "cancelled")
+    ops = [r["body"].get("op") for r in tool_server.requests]
+    assert ops == ["reserve", "pay", "refund", "unreserve"]
+
+
+def test_heartbeats_keep_the_lease_of_a_step_running_longer_than_the_lease(
+    project, admin_user, world, tool_server, tmp_path, settings
+):
+    worker = start_worker(tmp_path, settings, FLOWS_LEASE_SECONDS="1.5")
+    try:
+        run = start(
+            project,
+            admin_user,
+            "steps:\n  - {id: long, kind: tool, tool: hold-after, agent: operator}\n",
+        )
+        assert tool_server.held.wait(120), worker.output()
+        first_expiry = StepRun.objects.get(run=run).lease_expires_at
+        deadline = time.monotonic() + 5  # over three leases
+        while time.monotonic() < deadline:
+            assert engine.sweep()["expired"] == 0
+            time.sleep(0.3)
+        assert StepRun.objects.get(run=run).lease_expires_at > first_expiry  # extended
+        tool_server.release()
+        run = wait_run(run, worker=worker)
+    finally:
+        worker.stop()
+    step = StepRun.objects.get(run=run)
+    assert (run.status, step.attempt, [a["status"] for a in step.attempts]) == (
+        "succeeded",
+        1,
+        ["succeeded"],
+    )
