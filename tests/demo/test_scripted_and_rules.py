@@ -98,3 +98,29 @@ def test_a_quorum_on_another_effect_is_an_error_at_its_path():
     with pytest.raises(ValidationError) as caught:
         parse_config(config({"when": "true", "then": "deny", "quorum": 2}))
     assert list(caught.value.message_dict) == ["grants.0.rules.0"]
+
+
+def test_the_grant_form_reads_a_rule_quorum_back():
+    from agents.forms import GrantRowForm
+    from agents.models import Tool
+
+    tool = Tool(pk=7, name="issue_refund")
+    text = rules_to_text(
+        [
+            {"when": "double(args.amount_usd) > 500.0", "then": "require_approval", "quorum": 2},
+            {"when": "double(args.amount_usd) > 50.0", "then": "require_approval"},
+        ]
+    )
+    data = {
+        "grant-7-granted": "on",
+        "grant-7-effect": "allow",
+        "grant-7-rules": text,
+        "grant-7-approver_role": "approver",
+        "grant-7-approval_quorum": "1",
+    }
+    form = GrantRowForm(data, tool=tool)
+    assert form.is_valid(), form.errors
+    assert form.cleaned_data["rules"] == [
+        {"when": "double(args.amount_usd) > 500.0", "then": "require_approval", "quorum": 2},
+        {"when": "double(args.amount_usd) > 50.0", "then": "require_approval"},
+    ]
