@@ -27,7 +27,7 @@ $(VENV)/.dev-installed: requirements/dev.txt | $(BIN)/python
 run: $(VENV)/.base-installed
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py demo_load
-	$(BIN)/python manage.py demo_ingest --limit 10 --no-wait --if-empty
+	$(BIN)/python manage.py demo_ingest --limit 20 --no-wait --if-empty
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho -f Procfile.dev start
 
 test: $(VENV)/.dev-installed
