@@ -10,8 +10,12 @@ from agents.models import (
     AgentActivation,
     AgentTurn,
     AgentVersion,
+    Customer,
+    KnowledgeArticle,
     MCPServer,
     ModelEndpoint,
+    OutboxEmail,
+    RefundEntry,
     ReplayJob,
     Tool,
     ToolGrant,
@@ -102,3 +106,36 @@ class ReplayJobAdmin(ReadOnlyAdmin):
 
     list_display = ("pk", "project", "kind", "target", "status", "done", "total", "created_at")
     list_filter = ("status", "kind")
+
+
+# --- The demo's tables (agents.demo_models) ------------------------------------------------
+
+
+@admin.register(KnowledgeArticle)
+class KnowledgeArticleAdmin(admin.ModelAdmin):
+    list_display = ("slug", "title", "category", "project")
+    list_filter = ("category", "project")
+    search_fields = ("slug", "title", "body")
+
+
+@admin.register(Customer)
+class CustomerAdmin(admin.ModelAdmin):
+    list_display = ("ref", "name", "email", "plan", "project")
+    list_filter = ("plan", "project")
+    search_fields = ("ref", "name", "email")
+
+
+@admin.register(RefundEntry)
+class RefundEntryAdmin(ReadOnlyAdmin):
+    """The refund ledger: written once by ``issue_refund``."""
+
+    list_display = ("created_at", "customer", "amount_usd", "project")
+    list_filter = ("project",)
+
+
+@admin.register(OutboxEmail)
+class OutboxEmailAdmin(ReadOnlyAdmin):
+    """The demo's outbox: written once by ``send_email``."""
+
+    list_display = ("created_at", "to", "subject", "project")
+    list_filter = ("project",)

@@ -12,18 +12,31 @@ from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
+class BuiltinCall:
+    """What a built-in registered with ``takes_call=True`` receives as ``call``: the
+    project of the tool, the tool's name and the governed call's idempotency key ("" when
+    the caller gave none)."""
+
+    project_id: int
+    tool_name: str
+    idempotency_key: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class BuiltinTool:
     name: str
     function: Callable[..., Any]
     description: str
     input_schema: dict
+    takes_call: bool = False
 
 
 registry: dict[str, BuiltinTool] = {}
 
 
-def builtin_tool(*, name: str, input_schema: dict, description: str = ""):
-    """Register the decorated function as the built-in tool ``name``.
+def builtin_tool(*, name: str, input_schema: dict, description: str = "", takes_call: bool = False):
+    """Register the decorated function as the built-in tool ``name``. With ``takes_call``
+    it also receives ``call`` (a ``BuiltinCall``: project, idempotency key).
 
     Raises ``ValueError`` if ``name`` is already taken by another function.
     """
@@ -37,6 +50,7 @@ def builtin_tool(*, name: str, input_schema: dict, description: str = ""):
             function=function,
             description=description or (function.__doc__ or "").strip().split("\n")[0],
             input_schema=input_schema,
+            takes_call=takes_call,
         )
         return function
 
@@ -69,3 +83,8 @@ def echo(*, text: str) -> dict:
 )
 def add(*, a: float, b: float) -> dict:
     return {"sum": a + b}
+
+
+# The demo's tools (kb_search, customer_lookup, issue_refund, send_email, pii_scan,
+# pii_report): registered on import, like the ones above.
+from agents import demo_tools  # noqa: E402, F401

@@ -6,6 +6,7 @@ returns it, ``agents_export`` writes it and ``agents_apply`` reads it, and diffs
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
@@ -54,7 +55,9 @@ class _Strict(pydantic.BaseModel):
 
 
 class GrantRule(_Strict):
-    """One grant rule: when the CEL condition ``when`` is true, ``then`` is the effect.
+    """One grant rule: when the CEL condition ``when`` is true, ``then`` is the effect;
+    ``quorum`` (require_approval only) overrides the grant's ``approval_quorum`` for the
+    calls this rule decides (``refund above $500: two approvers``).
 
     The condition is compiled as the config is validated, so its errors (syntax, with line
     and column; unknown variables) come back with every other error of the config, each at
@@ -62,6 +65,21 @@ class GrantRule(_Strict):
 
     when: str = pydantic.Field(min_length=1, max_length=2000)
     then: Effect
+    quorum: int | None = pydantic.Field(default=None, ge=1, le=10)
+
+    @pydantic.model_validator(mode="after")
+    def _quorum_only_for_approval(self) -> GrantRule:
+        if self.quorum is not None and self.then != "require_approval":
+            raise ValueError("quorum applies only to a require_approval rule")
+        return self
+
+    @pydantic.model_serializer(mode="wrap")
+    def _without_unset_quorum(self, handler):
+        # Stored, exported and diffed as {when, then} unless the rule sets a quorum.
+        data = handler(self)
+        if data.get("quorum") is None:
+            data.pop("quorum", None)
+        return data
 
     @pydantic.field_validator("when")
     @classmethod
@@ -168,12 +186,35 @@ class ScriptedResponse(_Strict):
         return self
 
 
+def _check_regex(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise pydantic_core.PydanticCustomError(
+            "regex", "not a valid regular expression: {message}", {"message": str(exc)}
+        ) from exc
+    return value
+
+
+Regex = Annotated[
+    str, pydantic.Field(min_length=1, max_length=500), pydantic.AfterValidator(_check_regex)
+]
+
+
 class ScriptedBranch(_Strict):
     """Responses used instead of the script's ``responses`` when the latest user input
-    contains ``input_contains`` (case-insensitive)."""
+    contains ``input_contains`` (case-insensitive) or matches the regular expression
+    ``input_matches`` (Python ``re.search``, case-insensitive); give one of the two."""
 
-    input_contains: str = pydantic.Field(min_length=1, max_length=500)
+    input_contains: str | None = pydantic.Field(default=None, min_length=1, max_length=500)
+    input_matches: Regex | None = None
     responses: list[ScriptedResponse] = pydantic.Field(min_length=1)
+
+    @pydantic.model_validator(mode="after")
+    def _one_condition(self) -> ScriptedBranch:
+        if (self.input_contains is None) == (self.input_matches is None):
+            raise ValueError("give either input_contains or input_matches")
+        return self
 
 
 class ScriptedModelScript(_Strict):
@@ -189,10 +230,25 @@ class ScriptedModelScript(_Strict):
             {"text": "Order 7 has shipped."}],
          "branches": [{"input_contains": "refund",
                        "responses": [{"text": "Refunds go through a person."}]}]}
+
+    ``captures`` name regular expressions searched (case-insensitive) in the latest input;
+    ``${name}`` in a response's text or in a tool call's string arguments is replaced by
+    the capture's first group (the whole match when it has no group), so a script can
+    take a refund amount from the message::
+
+        {"captures": {"amount": "\\$([0-9]+(?:\\.[0-9]{2})?)"},
+         "branches": [{"input_matches": "\\$[0-9]",
+                       "responses": [{"tool_calls": [{"name": "issue_refund",
+                                      "arguments": {"amount_usd": "${amount}"}}]}]}]}
+
+    A ``${name}`` whose capture did not match fails the model request (the turn fails).
     """
 
     responses: list[ScriptedResponse] = []
     branches: list[ScriptedBranch] = []
+    captures: dict[
+        Annotated[str, pydantic.StringConstraints(pattern=r"^[a-z_][a-z0-9_]{0,39}$")], Regex
+    ] = {}
 
 
 def parse_script(data: Any) -> ScriptedModelScript:

@@ -23,6 +23,7 @@ from django.utils import timezone
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
+from agents.builtins import BuiltinCall
 from agents.builtins import registry as builtin_registry
 from agents.models import (
     RESERVED_TOOL_NAMES,
@@ -631,7 +632,7 @@ def tool_invoke(
         elif tool.kind == ToolKind.MCP:
             output = _invoke_mcp(tool, arguments, timeout, idempotency_key)
         elif tool.kind == ToolKind.BUILTIN:
-            output = _invoke_builtin(tool, arguments)
+            output = _invoke_builtin(tool, arguments, idempotency_key)
         else:
             raise _CallFailed(f"Tool {tool.name} has an unknown kind {tool.kind!r}.")
     except _CallFailed as exc:
@@ -781,7 +782,7 @@ def _invoke_mcp(tool: Tool, arguments: dict, timeout: float, idempotency_key: st
     return output
 
 
-def _invoke_builtin(tool: Tool, arguments: dict) -> Any:
+def _invoke_builtin(tool: Tool, arguments: dict, idempotency_key: str = "") -> Any:
     builtin = builtin_registry.get(tool.builtin_name)
     if builtin is None:
         raise _CallFailed(f"No built-in tool {tool.builtin_name!r} is registered.")
@@ -789,7 +790,15 @@ def _invoke_builtin(tool: Tool, arguments: dict) -> Any:
     if problem:
         raise _CallFailed(f"Invalid arguments for built-in {builtin.name}: {problem}")
     try:
-        output = builtin.function(**arguments)
+        if builtin.takes_call:
+            call = BuiltinCall(
+                project_id=tool.project_id,
+                tool_name=tool.name,
+                idempotency_key=idempotency_key or "",
+            )
+            output = builtin.function(**arguments, call=call)
+        else:
+            output = builtin.function(**arguments)
     except Exception as exc:
         raise _CallFailed(f"{type(exc).__name__}: {exc}"[:_DETAIL_MAX_CHARS]) from exc
     try:

@@ -54,8 +54,13 @@ def rules_to_text(rules: list[dict[str, str]]) -> str:
     """Grant rules as the textarea shows them: one ``<CEL expression> => <effect>`` per line."""
     # One rule per line: a multi-line expression is joined (CEL ignores the whitespace).
     return "\n".join(
-        f"{' '.join(rule['when'].split())} {RULE_SEPARATOR} {rule['then']}" for rule in rules
+        f"{' '.join(rule['when'].split())} {RULE_SEPARATOR} {rule['then']}"
+        + (f" quorum {rule['quorum']}" if rule.get("quorum") else "")
+        for rule in rules
     )
+
+
+_THEN_QUORUM_RE = re.compile(r"^require_approval\s+quorum\s+(\d{1,2})$")
 
 
 # --- Agents ---------------------------------------------------------------------------------
@@ -198,13 +203,19 @@ class GrantRowForm(forms.Form):
             if not line.strip():
                 continue
             when, separator, then = line.rpartition(RULE_SEPARATOR)
-            if not separator or not when.strip() or then.strip() not in EFFECTS:
+            quorum = _THEN_QUORUM_RE.match(then.strip())
+            if not separator or not when.strip() or (then.strip() not in EFFECTS and not quorum):
                 problems.append(
                     f"Line {number}: write <CEL expression> {RULE_SEPARATOR} <effect>, "
-                    f"with effect {', '.join(EFFECTS)}."
+                    f"with effect {', '.join(EFFECTS)} (or require_approval quorum <n>)."
                 )
                 continue
-            rules.append({"when": when.strip(), "then": then.strip()})
+            if quorum:
+                rules.append(
+                    {"when": when.strip(), "then": "require_approval", "quorum": int(quorum[1])}
+                )
+            else:
+                rules.append({"when": when.strip(), "then": then.strip()})
             self.rule_lines.append(number)
         if problems:
             raise ValidationError(problems)

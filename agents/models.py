@@ -25,7 +25,7 @@ tool_name_validator = RegexValidator(
 # API: an agent or tool named like one could not be opened, so new ones are refused.
 # ``tests/agents/test_pages.py`` checks that every fixed segment of the URLconf is here.
 RESERVED_AGENT_SLUGS = frozenset({"new", "model-endpoints", "mcp-servers", "tools"})
-RESERVED_TOOL_NAMES = frozenset({"new", "mcp-servers"})
+RESERVED_TOOL_NAMES = frozenset({"new", "mcp-servers", "outbox"})
 
 
 def _check_reserved(instance: models.Model, field: str, reserved: frozenset[str]) -> None:
@@ -444,7 +444,8 @@ class ToolGrant(ImmutableModel):
     """Permission for an agent version to call one tool (default deny: no grant, no call).
 
     ``effect`` applies when no rule matches. ``rules`` is an ordered list of
-    ``{"when": CEL, "then": effect}``; the first true rule decides (see
+    ``{"when": CEL, "then": effect}`` (a require_approval rule may add ``"quorum": n``,
+    overriding ``approval_quorum``); the first true rule decides (see
     ``governance.conditions`` for the variables). ``rate_limit_calls`` per
     ``rate_limit_window_seconds``, ``max_calls_per_run``; for require_approval the
     approver needs ``approver_role`` and ``approval_quorum`` distinct approvers decide.
@@ -475,13 +476,28 @@ class ToolGrant(ImmutableModel):
         if not isinstance(self.rules, list):
             raise ValidationError({"rules": "Rules must be a list."})
         for index, rule in enumerate(self.rules):
-            if not isinstance(rule, dict) or set(rule) != {"when", "then"}:
+            if not isinstance(rule, dict) or not (
+                {"when", "then"} <= set(rule) <= {"when", "then", "quorum"}
+            ):
                 raise ValidationError(
-                    {"rules": f"rules[{index}]: each rule needs exactly 'when' and 'then'."}
+                    {
+                        "rules": f"rules[{index}]: each rule needs 'when' and 'then' "
+                        "(and optionally 'quorum')."
+                    }
                 )
             if rule["then"] not in EFFECTS:
                 raise ValidationError(
                     {"rules": f"rules[{index}].then: use one of {', '.join(EFFECTS)}."}
+                )
+            quorum = rule.get("quorum")
+            if quorum is not None and (
+                rule["then"] != "require_approval"
+                or not isinstance(quorum, int)
+                or isinstance(quorum, bool)
+                or not 1 <= quorum <= 10
+            ):
+                raise ValidationError(
+                    {"rules": f"rules[{index}].quorum: 1-10, for a require_approval rule only."}
                 )
             try:
                 compile_condition(rule["when"])
@@ -615,3 +631,12 @@ class ReplayJob(models.Model):
         if self.status == ReplayStatus.COMPLETED:
             return 100
         return int(100 * self.done / self.total) if self.total else 0
+
+
+# The demo's tables live in their own module (imported here so Django registers them).
+from agents.demo_models import (  # noqa: E402, F401
+    Customer,
+    KnowledgeArticle,
+    OutboxEmail,
+    RefundEntry,
+)

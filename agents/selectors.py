@@ -172,3 +172,13 @@ def agent_version_active_at(agent: Agent, at: datetime) -> AgentVersion | None:
 
 def activations_for_agent(agent: Agent) -> QuerySet[AgentActivation]:
     return AgentActivation.objects.filter(agent=agent).select_related("version", "activated_by")
+
+
+def demo_outbox_for_project(project, *, limit: int = 100):
+    """The demo's outbox emails and refund ledger (newest first, at most ``limit`` each):
+    ``(emails, refunds)``."""
+    from agents.demo_models import OutboxEmail, RefundEntry
+
+    emails = OutboxEmail.objects.filter(project=project).select_related("customer")[:limit]
+    refunds = RefundEntry.objects.filter(project=project).select_related("customer")[:limit]
+    return emails, refunds

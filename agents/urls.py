@@ -32,6 +32,7 @@ urlpatterns = [
     path("tools/new/", views.tool_create, name="tool-create"),
     path("tools/mcp-servers/", views.mcp_server_list, name="mcp-servers"),
     path("tools/mcp-servers/<int:pk>/sync/", views.mcp_server_sync, name="mcp-server-sync"),
+    path("tools/outbox/", views.demo_outbox, name="demo-outbox"),
     # Tool names contain dots ("payments.send"); ``str`` matches anything but "/".
     path("tools/<str:name>/", views.tool_detail, name="tool-detail"),
 ]

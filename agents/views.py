@@ -38,6 +38,7 @@ from agents.selectors import (
     agent_version_diff,
     agents_for_list,
     agents_for_project,
+    demo_outbox_for_project,
     mcp_servers_for_project,
     mcp_servers_with_tool_counts,
     model_endpoints_for_project,
@@ -617,3 +618,13 @@ def agent_dry_run(request: HttpRequest, slug: str, *, project: Project, role: Ro
     if is_partial_request(request):
         return render(request, "agents/partials/dry_run.html", context, status=status)
     return render(request, "agents/agent_dry_run.html", context, status=status)
+
+
+@project_page
+@require_http_methods(["GET"])
+def demo_outbox(request: HttpRequest, *, project: Project, role: Role) -> HttpResponse:
+    """What the demo's tools did: emails ``send_email`` queued and refunds ``issue_refund``
+    issued (the demo never sends mail or money)."""
+    emails, refunds = demo_outbox_for_project(project)
+    context = {"project": project, "role": role, "emails": emails, "refunds": refunds}
+    return render(request, "agents/demo_outbox.html", context)

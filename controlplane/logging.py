@@ -52,5 +52,11 @@ def build_logging(*, level: str, fmt: str) -> dict[str, Any]:
         },
         "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "structlog"}},
         "root": {"handlers": ["console"], "level": level},
-        "loggers": {"django.db.backends": {"level": "WARNING"}},
+        "loggers": {
+            "django.db.backends": {"level": "WARNING"},
+            # Presidio's DEBUG lines quote the scanned text (matched values, context
+            # words): never below INFO, whatever LOG_LEVEL says.
+            "presidio-analyzer": {"level": "INFO"},
+            "presidio-anonymizer": {"level": "INFO"},
+        },
     }

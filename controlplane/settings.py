@@ -339,3 +339,11 @@ MCP_STDIO_COMMANDS_ALLOWED = env.list("MCP_STDIO_COMMANDS_ALLOWED", default=[])
 # Prometheus metrics at /metrics (governance.metrics): scrapers send
 # ``Authorization: Bearer <METRICS_TOKEN>``; without a token only staff users may read them.
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+
+
+# --- Demo (flows/demo; docs/bring-your-own-model.md) ------------------------------------------
+# When set, the scripted model appends what it received (one JSON line per request) here.
+SCRIPTED_MODEL_RECORD_FILE = env.str("SCRIPTED_MODEL_RECORD_FILE", default="")
+# An OpenAI-compatible server (llama.cpp, Ollama, vLLM) for the demo's free-text agents.
+LOCAL_LLM_BASE_URL = env.str("LOCAL_LLM_BASE_URL", default="")
+LOCAL_LLM_MODEL = env.str("LOCAL_LLM_MODEL", default="smollm2-135m-instruct")

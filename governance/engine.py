@@ -124,7 +124,8 @@ class Decision:
     ``grant.max_calls_per_run``, ``grant.rate_limit`` or ``policy.error``.
     ``policy_version_id`` / ``policy_label`` identify the policy in force; ``messages``
     explain (safe to show and audit: they never contain argument values). For
-    require_approval, ``approver_role`` and ``approval_quorum`` come from the grant.
+    require_approval, ``approver_role`` and ``approval_quorum`` come from the grant (the
+    quorum from the deciding rule when it names one).
     """
 
     effect: str
@@ -544,7 +545,15 @@ def _decide(
 ) -> Decision:
     policy = request.policy
 
-    def decision(effect: str, rule: str, *messages: str, grant: GrantSpec | None = None):
+    def decision(
+        effect: str,
+        rule: str,
+        *messages: str,
+        grant: GrantSpec | None = None,
+        quorum: int | None = None,
+    ):
+        if grant and effect == REQUIRE_APPROVAL:
+            quorum = quorum or grant.approval_quorum
         return Decision(
             effect=effect,
             rule=rule,
@@ -553,7 +562,7 @@ def _decide(
             messages=tuple(messages),
             grant_id=grant.id if grant else None,
             approver_role=grant.approver_role if grant and effect == REQUIRE_APPROVAL else None,
-            approval_quorum=grant.approval_quorum if grant and effect == REQUIRE_APPROVAL else None,
+            approval_quorum=quorum if grant and effect == REQUIRE_APPROVAL else None,
         )
 
     tool, grant = request.tool, request.grant
@@ -586,6 +595,8 @@ def _decide(
     )
     if outcome.effect == DENY:
         return decision(DENY, rule, outcome.reason, grant=grant)
+    # A require_approval rule may name its own quorum (a larger amount, more approvers).
+    quorum = rules[outcome.rule_index].get("quorum") if outcome.rule_index is not None else None
 
     blocked = _breaker_check(request, now, dry_run=dry_run) if breakers else None
     if blocked:
@@ -593,13 +604,13 @@ def _decide(
 
     counters = _counters(request, now)
     if not counters:
-        return decision(outcome.effect, rule, outcome.reason, grant=grant)
+        return decision(outcome.effect, rule, outcome.reason, grant=grant, quorum=quorum)
     if dry_run:
         read = counts or (lambda key, window_start: counter_value(key, window_start=window_start))
         for counter in counters:
             if read(counter.key, counter.window_start) >= counter.limit:
                 return decision(DENY, counter.rule, counter.message, grant=grant)
-        return decision(outcome.effect, rule, outcome.reason, grant=grant)
+        return decision(outcome.effect, rule, outcome.reason, grant=grant, quorum=quorum)
     counts = counters_increment([(c.key, c.window_start, c.expires_at) for c in counters])
     for counter in counters:
         if counts[(counter.key, counter.window_start)] > counter.limit:
@@ -607,7 +618,7 @@ def _decide(
             for taken in counters:
                 counter_decrement(taken.key, window_start=taken.window_start)
             return decision(DENY, counter.rule, counter.message, grant=grant)
-    return decision(outcome.effect, rule, outcome.reason, grant=grant)
+    return decision(outcome.effect, rule, outcome.reason, grant=grant, quorum=quorum)
 
 
 def consume_run_cap(

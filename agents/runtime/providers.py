@@ -44,7 +44,8 @@ def provider_model(*, endpoint: ModelEndpoint, model_name: str) -> Model:
         # Local OpenAI-compatible servers often need no key; the client insists on one.
         key = endpoint_api_key(endpoint, required=not compatible) or "no-key"
         provider = OpenAIProvider(base_url=endpoint.base_url or None, api_key=key)
-        return OpenAIChatModel(model_name, provider=provider)
+        model_class = _compatible_chat_model() if compatible else OpenAIChatModel
+        return model_class(model_name, provider=provider)
     if endpoint.kind == ProviderKind.ANTHROPIC:
         from pydantic_ai.models.anthropic import AnthropicModel
         from pydantic_ai.providers.anthropic import AnthropicProvider
@@ -53,3 +54,22 @@ def provider_model(*, endpoint: ModelEndpoint, model_name: str) -> Model:
         provider = AnthropicProvider(api_key=key, base_url=endpoint.base_url or None)
         return AnthropicModel(model_name, provider=provider)
     raise EndpointUnavailable(f"model endpoint {endpoint.name} has unknown kind {endpoint.kind}")
+
+
+def _compatible_chat_model():
+    """``OpenAIChatModel`` sending ``content: ""`` instead of ``null`` in an assistant
+    message that holds only tool calls. OpenAI accepts null there; llama.cpp's server
+    (llama-cpp-python) and some other OpenAI-compatible servers reject the request, so an
+    agent whose turn has a tool call could never send the tool's result back.
+    ``_map_model_response`` is pydantic-ai's documented hook for this."""
+    from pydantic_ai.models.openai import OpenAIChatModel
+
+    class CompatibleChatModel(OpenAIChatModel):
+        def _map_model_response(self, message):
+            mapped = super()._map_model_response(message)
+            is_assistant = mapped is not None and mapped.get("role") == "assistant"
+            if is_assistant and mapped.get("content") is None:
+                mapped["content"] = ""
+            return mapped
+
+    return CompatibleChatModel

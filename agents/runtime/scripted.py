@@ -8,6 +8,11 @@ and the cost ledger see realistic numbers priced by the endpoint's price overrid
 
 from __future__ import annotations
 
+import json
+import re
+from typing import Any
+
+from django.conf import settings
 from pydantic_ai.messages import (
     ModelMessage,
     ModelRequest,
@@ -40,19 +45,93 @@ def _latest_input(messages: list[ModelMessage]) -> tuple[str, int]:
     return text, responses
 
 
+class ScriptCaptureMissing(ValueError):
+    """A response uses ``${name}`` but the capture ``name`` did not match the input."""
+
+
+_PLACEHOLDER_RE = re.compile(r"\$\{([a-z_][a-z0-9_]*)\}")
+
+
+def _branch_matches(branch, text: str) -> bool:
+    if branch.input_contains is not None:
+        return branch.input_contains.lower() in text.lower()
+    return re.search(branch.input_matches, text, re.IGNORECASE) is not None
+
+
+def script_captures(script: ScriptedModelScript, text: str) -> dict[str, str]:
+    """The script's ``captures`` found in ``text``: name -> first group (or whole match)."""
+    found = {}
+    for name, pattern in script.captures.items():
+        match = re.search(pattern, text, re.IGNORECASE)
+        if match:
+            found[name] = match.group(1) if match.re.groups else match.group(0)
+    return found
+
+
+def _fill(value: Any, captures: dict[str, str]) -> Any:
+    if isinstance(value, str):
+
+        def replace_one(match: re.Match) -> str:
+            name = match.group(1)
+            if name not in captures:
+                raise ScriptCaptureMissing(
+                    f"the script's capture {name!r} found nothing in the input"
+                )
+            return captures[name]
+
+        return _PLACEHOLDER_RE.sub(replace_one, value)
+    if isinstance(value, list):
+        return [_fill(item, captures) for item in value]
+    if isinstance(value, dict):
+        return {key: _fill(item, captures) for key, item in value.items()}
+    return value
+
+
 def script_response(script: ScriptedModelScript, messages: list[ModelMessage]) -> ScriptedResponse:
     """The scripted response for the next request of ``messages`` (see
-    ``ScriptedModelScript`` for the rule)."""
+    ``ScriptedModelScript`` for the rule), with ``${capture}`` placeholders filled from the
+    latest input. Raises ``ScriptCaptureMissing``."""
     text, position = _latest_input(messages)
     responses = script.responses
     for branch in script.branches:
-        if branch.input_contains.lower() in text.lower():
+        if _branch_matches(branch, text):
             responses = branch.responses
             break
     if position < len(responses):
-        return responses[position]
-    finals = [r for r in responses if r.text is not None]
-    return finals[-1] if finals else ScriptedResponse(text=EXHAUSTED_TEXT)
+        chosen = responses[position]
+    else:
+        finals = [r for r in responses if r.text is not None]
+        chosen = finals[-1] if finals else ScriptedResponse(text=EXHAUSTED_TEXT)
+    if not script.captures:
+        return chosen
+    captures = script_captures(script, text)
+    return chosen.model_copy(
+        update={
+            "text": _fill(chosen.text, captures),
+            "tool_calls": [
+                call.model_copy(update={"arguments": _fill(call.arguments, captures)})
+                for call in chosen.tool_calls
+            ],
+        }
+    )
+
+
+def _record(model_name: str, messages: list[ModelMessage], instructions: str | None) -> None:
+    """Append what the model received to ``settings.SCRIPTED_MODEL_RECORD_FILE`` (one JSON
+    line per request: model name, instructions, every request part's text), when set: the
+    demo's tests check no blocked value ever reaches a model."""
+    path = getattr(settings, "SCRIPTED_MODEL_RECORD_FILE", "")
+    if not path:
+        return
+    texts = [
+        part_text(part)
+        for message in messages
+        if isinstance(message, ModelRequest)
+        for part in message.parts
+    ]
+    line = json.dumps({"model": model_name, "instructions": instructions or "", "parts": texts})
+    with open(path, "a", encoding="utf-8") as out:
+        out.write(line + "\n")
 
 
 def scripted_model(*, script: ScriptedModelScript, model_name: str) -> FunctionModel:
@@ -62,6 +141,7 @@ def scripted_model(*, script: ScriptedModelScript, model_name: str) -> FunctionM
     message part, output tokens = the response parts (cl100k_base)."""
 
     async def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        _record(model_name, messages, info.instructions)
         chosen = script_response(script, messages)
         # Scripts name tools as registered; the model is offered provider-safe names.
         offered = {t.name for t in info.function_tools}
