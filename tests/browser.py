@@ -71,11 +71,12 @@ class Browser:
         self.page.get_by_role("button", name="Sign in").click()
         self.page.wait_for_url(f"{self.base}{path}")
 
-    def screenshot(self, name: str) -> Path:
-        """A full-page screenshot at ``var/screenshots/<name>.png``."""
+    def screenshot(self, name: str, *, full_page: bool = True) -> Path:
+        """A screenshot at ``var/screenshots/<name>.png``: the full page, or only the
+        viewport with ``full_page=False`` (smaller, for the docs)."""
         path = SCREENSHOTS / f"{name}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.page.screenshot(path=str(path), full_page=True)
+        self.page.screenshot(path=str(path), full_page=full_page)
         return path
 
     def assert_clean(self) -> None:
