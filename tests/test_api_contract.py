@@ -67,6 +67,12 @@ NOT_SERVED_ALONE = {
     "governance.UsageCounter": "internal counters; agents/{agent}/dry-run/ reports caps",
     "governance.BudgetReservationLine": "the lines of budget-reservations/",
     "agents.ToolGrant": "the grants of an agent version's config",
+    # The demo's own tables (flows/demo): written by its built-in tools, read on the
+    # "Outbox and refunds" page; not part of the product's API.
+    "agents.KnowledgeArticle": "demo data, searched by the kb_search tool",
+    "agents.Customer": "demo data, read by the customer_lookup tool",
+    "agents.RefundEntry": "demo data, the refund ledger page under Tools",
+    "agents.OutboxEmail": "demo data, the outbox page under Tools",
 }
 
 
