@@ -101,6 +101,9 @@ class ApprovalSettingsSerializer(serializers.ModelSerializer):
         help_text='An http(s) URL; "" removes the webhook, omitted or null keeps it.',
     )
     has_webhook = serializers.BooleanField(read_only=True)
+    updated_at = serializers.DateTimeField(
+        read_only=True, allow_null=True, help_text="null until an admin first changes them."
+    )
 
     class Meta:
         model = ApprovalSettings
