@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from django.db import transaction
-from django.db.models import CharField, OuterRef, QuerySet, Subquery
+from django.db.models import BigIntegerField, Case, OuterRef, QuerySet, Subquery, Value, When
 from django.db.models.functions import Cast
 
 from flows.models import STEP_FINAL, Flow, Run, RunStatus, StepRun
@@ -35,12 +35,18 @@ SLOWEST_STEPS = 10
 
 def annotate_flow(rows: QuerySet) -> QuerySet:
     """Annotate cost entries with ``flow_pk``: the flow of the run named by ``run_id`` in
-    the entry's project (``None`` for entries outside a flow run)."""
-    flow_of_run = (
-        Run.objects.annotate(pk_text=Cast("pk", output_field=CharField()))
-        .filter(pk_text=OuterRef("run_id"), project_id=OuterRef("project_id"))
-        .values("flow_id")[:1]
+    the entry's project (``None`` for entries outside a flow run). A ``run_id`` that is not
+    a run's primary key (digits) never matches; the lookup uses the run's primary key."""
+    rows = rows.annotate(
+        flow_run_pk=Case(
+            When(run_id__regex=r"^[1-9][0-9]{0,17}$", then=Cast("run_id", BigIntegerField())),
+            default=Value(None),
+            output_field=BigIntegerField(),
+        )
     )
+    flow_of_run = Run.objects.filter(
+        pk=OuterRef("flow_run_pk"), project_id=OuterRef("project_id")
+    ).values("flow_id")[:1]
     return rows.annotate(flow_pk=Subquery(flow_of_run))
 
 
