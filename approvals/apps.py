@@ -9,16 +9,21 @@ class ApprovalsConfig(AppConfig):
 
     def ready(self) -> None:
         from approvals.selectors import approval_outcomes_read, pending_approval_count
-        from approvals.services import approval_request_create
+        from approvals.services import approval_cancel, approval_request_create
         from controlplane.extensions import (
             DashboardStat,
             register_dashboard_stat,
             register_nav_badge,
         )
-        from governance.approval_port import register_approval_requester, register_outcome_reader
+        from governance.approval_port import (
+            register_approval_canceller,
+            register_approval_requester,
+            register_outcome_reader,
+        )
 
         register_approval_requester(approval_request_create)
         register_outcome_reader(approval_outcomes_read)
+        register_approval_canceller(approval_cancel)
         register_nav_badge("approvals", lambda project: pending_approval_count(project=project))
         register_dashboard_stat(
             DashboardStat(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import django_filters
 
-from approvals.models import ApprovalRequest, ApprovalStatus, SubjectKind
+from approvals.models import ApprovalRequest, ApprovalSettings, ApprovalStatus, SubjectKind
 
 
 class ApprovalRequestFilter(django_filters.FilterSet):
@@ -26,3 +26,12 @@ class ApprovalRequestFilter(django_filters.FilterSet):
     class Meta:
         model = ApprovalRequest
         fields = ["status", "subject_kind", "agent", "run_id", "step_id", "turn_id", "tool", "risk"]
+
+
+class ApprovalSettingsFilter(django_filters.FilterSet):
+    """The settings endpoint is one object per project: nothing to filter (declared so
+    every viewset has a filterset)."""
+
+    class Meta:
+        model = ApprovalSettings
+        fields: list[str] = []

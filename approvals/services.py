@@ -386,15 +386,23 @@ def _finish(
     _notify_on_commit(request, "decided")
 
 
-def approval_cancel(*, request_id: int, reason: str = "cancelled") -> bool:
+def approval_cancel_one(*, request_id: int, reason: str = "cancelled") -> bool:
     """Cancel a pending request (its run was cancelled). Returns False when it was already
-    final. Audited ``approval.cancelled``; sends ``approval_decided`` after commit."""
+    final or does not exist. Audited ``approval.cancelled``; sends ``approval_decided``
+    after commit."""
     with transaction.atomic():
-        request = ApprovalRequest.objects.select_for_update().get(pk=request_id)
-        if request.status != ApprovalStatus.PENDING:
+        request = ApprovalRequest.objects.select_for_update().filter(pk=request_id).first()
+        if request is None or request.status != ApprovalStatus.PENDING:
             return False
         _finish(request, ApprovalStatus.CANCELLED, reason=reason[:300])
     return True
+
+
+def approval_cancel(*, request_ids: list[int], reason: str = "cancelled") -> list[int]:
+    """Cancel the still-pending requests of ``request_ids`` (one transaction and row lock
+    each, so a request decided meanwhile keeps its decision). Registered as the approval
+    port's canceller. Returns the ids cancelled."""
+    return [pk for pk in request_ids if approval_cancel_one(request_id=pk, reason=reason)]
 
 
 # --- expiry and escalation (beat) -------------------------------------------------------------

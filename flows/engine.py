@@ -47,6 +47,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from agents.models import Agent, AgentTurn, AgentVersion, Tool, TurnStatus
+from flows import observability
 from flows.definition import (
     ApprovalStep,
     FlowDefinition,
@@ -59,6 +60,7 @@ from flows.definition import (
     render_value,
 )
 from flows.models import (
+    STEP_FINAL,
     Flow,
     FlowVersion,
     Run,
@@ -298,9 +300,23 @@ def _stop_open_steps(run: Run, *, reason: str) -> None:
     """Cancel what has not started: pending step runs (never start) and those waiting for
     an approval. Running ones finish their current call and are then dropped."""
     now = _now()
-    run.steps.filter(
+    stopping = run.steps.filter(
         status__in=[StepStatus.PENDING, StepStatus.WAITING_APPROVAL], compensates=""
-    ).update(status=StepStatus.CANCELLED, error=reason, finished_at=now, updated_at=now)
+    )
+    stopped = list(stopping.values_list("pk", "kind", "approval_request_ids", "status"))
+    stopping.update(status=StepStatus.CANCELLED, error=reason, finished_at=now, updated_at=now)
+    observability.count_steps_final(
+        run.project_id, [(kind, StepStatus.CANCELLED) for _, kind, _, _ in stopped]
+    )
+    _cancel_pending_approvals(
+        [
+            request_id
+            for _, _, request_ids, status in stopped
+            if status == StepStatus.WAITING_APPROVAL
+            for request_id in request_ids or []
+        ],
+        reason=reason,
+    )
     # A map step whose items are all stopped now would wait for nothing.
     for map_run in run.steps.filter(kind="map", status=StepStatus.RUNNING, parent__isnull=True):
         if not map_run.children.filter(status=StepStatus.RUNNING).exists():
@@ -308,6 +324,23 @@ def _stop_open_steps(run: Run, *, reason: str) -> None:
             map_run.error = reason
             map_run.finished_at = now
             map_run.save(update_fields=["status", "error", "finished_at", "updated_at"])
+            observability.count_steps_final(run.project_id, [(map_run.kind, map_run.status)])
+
+
+def _cancel_pending_approvals(request_ids: list[int], *, reason: str) -> None:
+    """Cancel the still-pending approval requests of stopped steps (through the approval
+    port, after this transaction commits, so a rolled-back cancel cancels nothing)."""
+    if not request_ids:
+        return
+    from governance.approval_port import approval_cancel
+
+    def cancel() -> None:
+        try:
+            approval_cancel(request_ids, reason=reason)
+        except Exception:  # noqa: BLE001 - expiry still ends them; the run is cancelled anyway
+            logger.exception("flows: cancelling approval requests %s failed", request_ids)
+
+    transaction.on_commit(cancel)
 
 
 # --- executing one step --------------------------------------------------------------------
@@ -832,6 +865,8 @@ def _record(step_run: StepRun, owner: str, outcome: Outcome, started: datetime) 
         else:
             _fail_or_retry(run, step_run, definition, outcome, now)
         step_run.save()
+        if step_run.status in STEP_FINAL:
+            observability.count_steps_final(run.project_id, [(step_run.kind, step_run.status)])
         Span.objects.bulk_create(spans)
         if outcome.cost_usd:
             Run.objects.filter(pk=run.pk).update(cost_usd=F("cost_usd") + outcome.cost_usd)
@@ -947,11 +982,14 @@ def _map_check(run: Run, map_run: StepRun, definition, now) -> bool:
     counts = _child_counts(map_run)
     failed = counts.get(StepStatus.FAILED, 0)
     if failed and not run.cancel_requested:
-        StepRun.objects.filter(parent=map_run, status=StepStatus.PENDING).update(
+        dropped = StepRun.objects.filter(parent=map_run, status=StepStatus.PENDING).update(
             status=StepStatus.CANCELLED,
             error="another item failed",
             finished_at=now,
             updated_at=now,
+        )
+        observability.count_steps_final(
+            run.project_id, [(map_run.kind, StepStatus.CANCELLED)] * dropped
         )
         counts = _child_counts(map_run)
     open_items = sum(
@@ -983,6 +1021,7 @@ def _map_check(run: Run, map_run: StepRun, definition, now) -> bool:
     map_run.finished_at = now
     map_run.cost_usd = StepRun.objects.filter(parent=map_run).aggregate(c=Sum("cost_usd"))["c"] or 0
     map_run.save()
+    observability.count_steps_final(run.project_id, [(map_run.kind, map_run.status)])
     return True
 
 
@@ -1056,6 +1095,7 @@ def _advance(run: Run, definition: FlowDefinition, changed: list[StepRun]) -> No
                 row.status = StepStatus.SKIPPED
                 row.finished_at = now
                 row.save(update_fields=["status", "finished_at", "updated_at"])
+                observability.count_steps_final(run.project_id, [(row.kind, row.status)])
                 work.append(row)
             else:
                 ready.append(row)
@@ -1131,6 +1171,7 @@ def _finish_run(run: Run, status: str, output: Any, now) -> None:
     run.finished_at = now
     run.cost_usd = cost
     run.save(update_fields=["status", "output", "error", "finished_at", "cost_usd", "updated_at"])
+    observability.count_run_final(run)
     Span.objects.get_or_create(
         trace_id=run.trace_id,
         span_id=root_span_id(run),

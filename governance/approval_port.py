@@ -21,6 +21,8 @@ The contract:
   conditional UPDATE).
 - ``approval_outcomes(ids)`` reads the current outcome of several requests (a parked
   turn resumes only when every one of its requests is final).
+- ``approval_cancel(ids, reason)`` cancels those still pending (the flow run that asked
+  was cancelled); each cancelled request sends ``approval_decided`` like any outcome.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ class ApprovalOutcome:
 
 _requester: Callable[..., int] | None = None
 _outcome_reader: Callable[[list[int]], dict[int, ApprovalOutcome]] | None = None
+_canceller: Callable[..., list[int]] | None = None
 
 
 def register_approval_requester(requester: Callable[..., int]) -> None:
@@ -75,6 +78,13 @@ def register_outcome_reader(reader: Callable[[list[int]], dict[int, ApprovalOutc
     """Register the function behind ``approval_outcomes``."""
     global _outcome_reader
     _outcome_reader = reader
+
+
+def register_approval_canceller(canceller: Callable[..., list[int]]) -> None:
+    """Register the function behind ``approval_cancel``: it takes ``request_ids`` and
+    ``reason`` (keywords) and returns the ids it cancelled."""
+    global _canceller
+    _canceller = canceller
 
 
 def approval_request(
@@ -121,3 +131,13 @@ def approval_outcomes(request_ids: Iterable[int]) -> dict[int, ApprovalOutcome]:
     if _outcome_reader is None:
         raise ImproperlyConfigured("No approval outcome reader registered.")
     return _outcome_reader(list(request_ids))
+
+
+def approval_cancel(request_ids: Iterable[int], reason: str = "cancelled") -> list[int]:
+    """Cancel the requests of ``request_ids`` that are still pending (status
+    ``cancelled``, ``reason`` kept, audited, ``approval_decided`` sent after commit); final
+    ones and unknown ids are left alone. Returns the ids cancelled. Raises
+    ``ImproperlyConfigured`` when no canceller is registered."""
+    if _canceller is None:
+        raise ImproperlyConfigured("No approval canceller registered.")
+    return _canceller(request_ids=list(request_ids), reason=reason)

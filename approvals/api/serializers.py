@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from approvals.models import ApprovalDecision, ApprovalRequest, Verdict
+from approvals.models import ApprovalDecision, ApprovalRequest, ApprovalSettings, Verdict
 
 
 class ApprovalDecisionSerializer(serializers.ModelSerializer):
@@ -85,3 +85,47 @@ class ApprovalDecideSerializer(serializers.Serializer):
     verdict = serializers.ChoiceField(choices=Verdict.choices)
     comment = serializers.CharField(required=False, allow_blank=True, max_length=4000, default="")
     arguments = serializers.DictField(required=False, allow_null=True, default=None)
+
+
+class ApprovalSettingsSerializer(serializers.ModelSerializer):
+    """A project's approval settings. ``webhook_url`` is write-only (stored encrypted, never
+    returned): omit it or send ``null`` to keep the current URL, ``""`` to remove it;
+    ``has_webhook`` says whether one is set. Durations in minutes (0: never)."""
+
+    webhook_url = serializers.CharField(
+        write_only=True,
+        required=False,
+        allow_null=True,
+        allow_blank=True,
+        max_length=2000,
+        help_text='An http(s) URL; "" removes the webhook, omitted or null keeps it.',
+    )
+    has_webhook = serializers.BooleanField(read_only=True)
+    updated_at = serializers.DateTimeField(
+        read_only=True, allow_null=True, help_text="null until an admin first changes them."
+    )
+
+    class Meta:
+        model = ApprovalSettings
+        fields = [
+            "default_expiry_minutes",
+            "escalation_sla_minutes",
+            "allow_admin_self_approval",
+            "notify_emails",
+            "webhook_format",
+            "webhook_url",
+            "has_webhook",
+            "updated_at",
+        ]
+        read_only_fields = ["has_webhook", "updated_at"]
+        # PUT replaces the settings: every setting is required (PATCH: any).
+        extra_kwargs = {
+            name: {"required": True}
+            for name in (
+                "default_expiry_minutes",
+                "escalation_sla_minutes",
+                "allow_admin_self_approval",
+                "notify_emails",
+                "webhook_format",
+            )
+        }

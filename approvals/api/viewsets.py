@@ -1,4 +1,5 @@
-"""Viewsets for approvals: list / filter / order / retrieve requests, and decide one.
+"""Viewsets for approvals: list / filter / order / retrieve requests, and decide one; the
+project's approval settings (admins).
 
 Deciding needs the approver role and a token with the ``approve`` scope; every other rule
 (the request's own role, no self-approval, quorum, schema of edited arguments, one
@@ -14,10 +15,20 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied
 from rest_framework.response import Response
 
-from approvals.api.serializers import ApprovalDecideSerializer, ApprovalRequestSerializer
-from approvals.filters import ApprovalRequestFilter
-from approvals.models import ApprovalRequest
-from approvals.services import ApprovalNotPending, approval_decide
+from approvals.api.serializers import (
+    ApprovalDecideSerializer,
+    ApprovalRequestSerializer,
+    ApprovalSettingsSerializer,
+)
+from approvals.filters import ApprovalRequestFilter, ApprovalSettingsFilter
+from approvals.models import ApprovalRequest, ApprovalSettings
+from approvals.selectors import approval_settings_for
+from approvals.services import (
+    SETTINGS_FIELDS,
+    ApprovalNotPending,
+    approval_decide,
+    approval_settings_update,
+)
 from controlplane.api.base import ProjectCursorPagination, ProjectScopedViewSet, request_token
 from controlplane.models import Role, TokenScope
 
@@ -82,3 +93,53 @@ class ApprovalRequestViewSet(
             raise PermissionDenied(str(exc)) from exc
         approval = self.get_queryset().get(pk=approval.pk)
         return Response(ApprovalRequestSerializer(approval).data)
+
+
+class ApprovalSettingsViewSet(ProjectScopedViewSet):
+    """The project's approval settings, one object at ``approval-settings/``: retrieve (GET)
+    and change (PUT / PATCH), admins only (a token: its creator's role, ``read`` to
+    retrieve, ``write`` to change). Validated like the settings page: durations 0..129600
+    minutes, email addresses, an http(s) webhook URL; errors are a 400 keyed by field.
+    Changes are audited ``approval.settings.updated`` (never the webhook URL)."""
+
+    queryset = ApprovalSettings.objects.none()
+    serializer_class = ApprovalSettingsSerializer
+    filterset_class = ApprovalSettingsFilter
+    ordering_fields = ["id"]
+    ordering = ["id"]
+    pagination_class = None
+    action_roles = {
+        "retrieve": Role.ADMIN,
+        "update": Role.ADMIN,
+        "partial_update": Role.ADMIN,
+    }
+
+    def get_object(self):
+        return approval_settings_for(self.project)
+
+    @extend_schema(responses=ApprovalSettingsSerializer)
+    def retrieve(self, request, *args, **kwargs):
+        """The settings (defaults until an admin changes them)."""
+        return Response(ApprovalSettingsSerializer(self.get_object()).data)
+
+    @extend_schema(request=ApprovalSettingsSerializer, responses=ApprovalSettingsSerializer)
+    def update(self, request, *args, **kwargs):
+        """Change the settings; PUT needs every writable field but ``webhook_url``, PATCH any."""
+        partial = kwargs.pop("partial", False)
+        settings = self.get_object()
+        serializer = ApprovalSettingsSerializer(settings, data=request.data, partial=partial)
+        serializer.is_valid(raise_exception=True)
+        data = dict(serializer.validated_data)
+        webhook_url = data.pop("webhook_url", None)
+        settings = approval_settings_update(
+            project=self.project,
+            changes={k: v for k, v in data.items() if k in SETTINGS_FIELDS},
+            webhook_url=webhook_url,
+        )
+        return Response(ApprovalSettingsSerializer(settings).data)
+
+    @extend_schema(request=ApprovalSettingsSerializer, responses=ApprovalSettingsSerializer)
+    def partial_update(self, request, *args, **kwargs):
+        """Change some settings."""
+        kwargs["partial"] = True
+        return self.update(request, *args, **kwargs)

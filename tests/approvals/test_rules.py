@@ -221,8 +221,8 @@ def test_a_rejection_carries_no_arguments(project, approver):
 def test_cancel_is_final_and_signals(project, signals, django_capture_on_commit_callbacks):
     pk = raise_request(project)
     with django_capture_on_commit_callbacks(execute=True):
-        assert approval_cancel(request_id=pk, reason="run cancelled") is True
-    assert approval_cancel(request_id=pk) is False
+        assert approval_cancel(request_ids=[pk], reason="run cancelled") == [pk]
+    assert approval_cancel(request_ids=[pk]) == []
     assert ApprovalRequest.objects.get(pk=pk).status == "cancelled"
     assert [s["outcome"].status for s in signals] == ["cancelled"]
 
