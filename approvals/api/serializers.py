@@ -33,8 +33,12 @@ class ApprovalRequestSerializer(serializers.ModelSerializer):
     arguments an approval carried (``null``: the proposed ones)."""
 
     arguments = serializers.JSONField(source="display_arguments", read_only=True)
-    requested_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
-    decided_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    requested_by = serializers.SlugRelatedField(
+        slug_field="username", read_only=True, allow_null=True
+    )
+    decided_by = serializers.SlugRelatedField(
+        slug_field="username", read_only=True, allow_null=True
+    )
     policy_version_id = serializers.IntegerField(read_only=True, allow_null=True)
     agent_version_id = serializers.IntegerField(read_only=True, allow_null=True)
     decisions = ApprovalDecisionSerializer(many=True, read_only=True)
