@@ -34,6 +34,7 @@ import random
 import secrets
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -71,7 +72,7 @@ from flows.models import (
     StepStatus,
     TriggerKind,
 )
-from governance.services import audit_record
+from governance.services import audit_batch, audit_record
 
 logger = logging.getLogger(__name__)
 
@@ -361,6 +362,9 @@ class Outcome:
     items: list[Any] | None = None
     input: Any = None  # the step's rendered input, stored with the outcome when given
     turn_update: dict[str, Any] | None = None  # fields of the AgentTurn to store with it
+    # Writes of the governed call path to run in the recording transaction (a tool step's
+    # execution outcome: breaker count and tool.executed audit event).
+    writes: list[Callable[[], None]] = field(default_factory=list)
 
 
 class _Heartbeat:
@@ -705,7 +709,14 @@ def _execute_tool(
     toolset = GovernedToolset(ConnectorToolset(tools={tool.name: tool}, ctx=ctx), ctx=ctx)
     if approved is not None:
         ctx.approved = {TOOL_CALL_ID: approved}
-    base = {"turn_id": turn.pk, "events": ctx.events, "input": arguments}
+    # The execution's outcome (breaker, tool.executed) commits with the step's record.
+    ctx.deferred_writes = []
+    base = {
+        "turn_id": turn.pk,
+        "events": ctx.events,
+        "input": arguments,
+        "writes": ctx.deferred_writes,
+    }
     try:
         output = toolset._call(tool.name, dict(arguments), TOOL_CALL_ID, approved is not None)
     except ApprovalRequired:
@@ -836,77 +847,86 @@ def retry_delay_seconds(retries, failures: int, rand: random.Random | None = Non
 
 
 def _record(step_run: StepRun, owner: str, outcome: Outcome, started: datetime) -> None:
-    """Record one attempt's outcome and move the run forward, in one transaction."""
+    """Record one attempt's outcome and move the run forward, in one transaction: first
+    the writes the attempt's governed call deferred (its execution outcome), then, if the
+    step run is still ours, its new state, spans and dependents; the audit events of all
+    of it are appended together at the end (one chain-head lock, taken last)."""
     loaded = step_run.run if StepRun.run.is_cached(step_run) else None
-    with transaction.atomic():
-        run = Run.objects.select_for_update().get(pk=step_run.run_id)
-        if loaded is not None:
-            run.flow_version = loaded.flow_version
-            if Run.flow.is_cached(loaded):
-                run.flow = loaded.flow
-        # order_by(): the model's ordering would join (and lock) the run again.
-        fresh = StepRun.objects.select_for_update().filter(pk=step_run.pk).order_by().first()
-        if fresh is None or fresh.status != StepStatus.RUNNING or fresh.lease_owner != owner:
-            logger.info("flows: step run %s lost its lease; result dropped", step_run.pk)
-            return
-        step_run = fresh
-        definition = definition_of(run)
-        now = _now()
-        entry = {
-            "attempt": step_run.attempt,
-            "queued_at": _iso(step_run.queued_at),
-            "started_at": started.isoformat(),
-            "finished_at": now.isoformat(),
-            "status": outcome.status,
-            "agent_version": step_run.agent_version_id,
-        }
-        if outcome.error:
-            entry.update(error=outcome.error[:1000], error_kind=outcome.error_kind)
-        step_run.attempts = [*step_run.attempts, entry]
-        step_run.lease_owner = ""
-        step_run.lease_expires_at = None
-        step_run.cost_usd = Decimal(step_run.cost_usd) + outcome.cost_usd
-        if outcome.turn_id:
-            step_run.turn_id = outcome.turn_id
-        if outcome.input is not None:
-            step_run.input = outcome.input
-        if outcome.turn_id and outcome.turn_update:
-            AgentTurn.objects.filter(pk=outcome.turn_id).update(
-                **outcome.turn_update, updated_at=now
-            )
-        spans = _attempt_spans(run, step_run, outcome, started, now)
-        changed = [step_run]
-        if outcome.status == "fanout":
-            _start_map(run, step_run, definition, outcome.items or [], now)
-        elif outcome.status == "cancelled" or (
-            not step_run.compensates and (run.cancel_requested or run.is_final)
-        ):
-            step_run.status = StepStatus.CANCELLED
-            step_run.error = outcome.error or "the run was cancelled"
-            step_run.finished_at = now
-            if outcome.status == "succeeded":
-                step_run.output = outcome.output
-                step_run.status = StepStatus.SUCCEEDED
-        elif outcome.status == "succeeded":
-            step_run.status = StepStatus.SUCCEEDED
+    with audit_batch():
+        for write in outcome.writes:
+            # Whatever happens to the step's record, what the call did is written.
+            write()
+        _record_locked(step_run, loaded, owner, outcome, started)
+
+
+def _record_locked(step_run, loaded, owner: str, outcome: Outcome, started: datetime) -> None:
+    """``_record``'s body (inside its transaction): lock the run, then the step run."""
+    run = Run.objects.select_for_update().get(pk=step_run.run_id)
+    if loaded is not None:
+        run.flow_version = loaded.flow_version
+        if Run.flow.is_cached(loaded):
+            run.flow = loaded.flow
+    # order_by(): the model's ordering would join (and lock) the run again.
+    fresh = StepRun.objects.select_for_update().filter(pk=step_run.pk).order_by().first()
+    if fresh is None or fresh.status != StepStatus.RUNNING or fresh.lease_owner != owner:
+        logger.info("flows: step run %s lost its lease; result dropped", step_run.pk)
+        return
+    step_run = fresh
+    definition = definition_of(run)
+    now = _now()
+    entry = {
+        "attempt": step_run.attempt,
+        "queued_at": _iso(step_run.queued_at),
+        "started_at": started.isoformat(),
+        "finished_at": now.isoformat(),
+        "status": outcome.status,
+        "agent_version": step_run.agent_version_id,
+    }
+    if outcome.error:
+        entry.update(error=outcome.error[:1000], error_kind=outcome.error_kind)
+    step_run.attempts = [*step_run.attempts, entry]
+    step_run.lease_owner = ""
+    step_run.lease_expires_at = None
+    step_run.cost_usd = Decimal(step_run.cost_usd) + outcome.cost_usd
+    if outcome.turn_id:
+        step_run.turn_id = outcome.turn_id
+    if outcome.input is not None:
+        step_run.input = outcome.input
+    if outcome.turn_id and outcome.turn_update:
+        AgentTurn.objects.filter(pk=outcome.turn_id).update(**outcome.turn_update, updated_at=now)
+    spans = _attempt_spans(run, step_run, outcome, started, now)
+    changed = [step_run]
+    if outcome.status == "fanout":
+        _start_map(run, step_run, definition, outcome.items or [], now)
+    elif outcome.status == "cancelled" or (
+        not step_run.compensates and (run.cancel_requested or run.is_final)
+    ):
+        step_run.status = StepStatus.CANCELLED
+        step_run.error = outcome.error or "the run was cancelled"
+        step_run.finished_at = now
+        if outcome.status == "succeeded":
             step_run.output = outcome.output
-            step_run.error = ""
-            step_run.error_kind = ""
-            step_run.finished_at = now
-        elif outcome.status == "waiting_approval":
-            step_run.status = StepStatus.WAITING_APPROVAL
-            step_run.approval_request_ids = outcome.approval_request_ids
-            step_run.approval_outcomes = {}
-        else:
-            _fail_or_retry(run, step_run, definition, outcome, now)
-        step_run.save()
-        if step_run.status in STEP_FINAL:
-            observability.count_steps_final(run.project_id, [(step_run.kind, step_run.status)])
-        Span.objects.bulk_create(spans)
-        if outcome.cost_usd:
-            Run.objects.filter(pk=run.pk).update(cost_usd=F("cost_usd") + outcome.cost_usd)
-        _advance(run, definition, changed)
-        _export_on_commit(run, [s.span_id for s in spans])
+            step_run.status = StepStatus.SUCCEEDED
+    elif outcome.status == "succeeded":
+        step_run.status = StepStatus.SUCCEEDED
+        step_run.output = outcome.output
+        step_run.error = ""
+        step_run.error_kind = ""
+        step_run.finished_at = now
+    elif outcome.status == "waiting_approval":
+        step_run.status = StepStatus.WAITING_APPROVAL
+        step_run.approval_request_ids = outcome.approval_request_ids
+        step_run.approval_outcomes = {}
+    else:
+        _fail_or_retry(run, step_run, definition, outcome, now)
+    step_run.save()
+    if step_run.status in STEP_FINAL:
+        observability.count_steps_final(run.project_id, [(step_run.kind, step_run.status)])
+    Span.objects.bulk_create(spans)
+    if outcome.cost_usd:
+        Run.objects.filter(pk=run.pk).update(cost_usd=F("cost_usd") + outcome.cost_usd)
+    _advance(run, definition, changed)
+    _export_on_commit(run, [s.span_id for s in spans])
 
 
 def _fail_or_retry(run: Run, step_run: StepRun, definition, outcome: Outcome, now) -> None:

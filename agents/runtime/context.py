@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -57,6 +58,12 @@ class TurnContext:
     grants: dict[str, Any] = field(default_factory=dict)
     user_role: str | None = None
     budgets: list[Any] | None = None
+    # None: a tool execution's outcome (breaker count and ``tool.executed`` audit event)
+    # is written at once, in its own transaction. A list: the writes are appended as
+    # callables for the caller to run inside its own transaction and audit batch (a flow
+    # tool step records them with the step: one commit less). The decision is never
+    # deferred: it commits before the tool runs.
+    deferred_writes: list[Callable[[], None]] | None = None
 
     @property
     def root_id(self) -> int:
