@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 from agents.models import AgentTurn, AgentVersion
 from governance.engine import PolicySnapshot
 from governance.pii import PiiPolicy
+from governance.services import audit_batch
 
 
 def args_hash(arguments: Any) -> str:
@@ -60,10 +62,28 @@ class TurnContext:
     budgets: list[Any] | None = None
     # None: a tool execution's outcome (breaker count and ``tool.executed`` audit event)
     # is written at once, in its own transaction. A list: the writes are appended as
-    # callables for the caller to run inside its own transaction and audit batch (a flow
-    # tool step records them with the step: one commit less). The decision is never
-    # deferred: it commits before the tool runs.
+    # callables and ride along with the turn's next commit (``batch``: the
+    # next tool decision, model reservation or settlement, the turn's end; a flow tool
+    # step records them with the step), one commit less per tool call. Decisions and
+    # reservations are never deferred: they commit before the call they allow.
     deferred_writes: list[Callable[[], None]] | None = None
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """An ``audit_batch`` that first writes the deferred writes: they commit with it, or,
+        when it rolls back (an exception leaves the block), stay for the next batch."""
+        writes = list(self.deferred_writes or ())
+        if self.deferred_writes:
+            self.deferred_writes.clear()
+        try:
+            with audit_batch():
+                for write in writes:
+                    write()
+                yield
+        except BaseException:
+            if self.deferred_writes is not None:
+                self.deferred_writes[:0] = writes
+            raise
 
     @property
     def root_id(self) -> int:

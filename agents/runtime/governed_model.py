@@ -43,7 +43,7 @@ from governance.budgets import (
     cost_record,
 )
 from governance.pricing import estimate_worst_case_usd, price_usage
-from governance.services import audit_batch, audit_record
+from governance.services import audit_record
 
 REASON_MAX_CHARS = 500
 
@@ -224,12 +224,20 @@ class GovernedModel(WrapperModel):
         try:
             if ctx.budgets is None:  # read once per turn
                 ctx.budgets = list(applicable_budgets(ctx.project, ctx.user, version.budget))
-            budget_reserve(
-                call_id=call_id,
-                project=ctx.project,
-                budgets=ctx.budgets,
-                amount_usd=worst.cost_usd,
-            )
+            refused = None
+            with ctx.batch():
+                try:
+                    budget_reserve(
+                        call_id=call_id,
+                        project=ctx.project,
+                        budgets=ctx.budgets,
+                        amount_usd=worst.cost_usd,
+                    )
+                except BudgetExceeded as exc:
+                    # Inside the batch: its refusal event and the deferred writes commit.
+                    refused = exc
+            if refused is not None:
+                raise refused
         except BudgetExceeded as exc:
             ctx.events.append(
                 {"event": "model.refused", "rule": "budget.exceeded", "budget": exc.budget.name}
@@ -282,7 +290,7 @@ class GovernedModel(WrapperModel):
                 response, findings_out = _scan_response(ctx, response)
             except ModelCallRefused as exc:
                 refused = exc
-        with audit_batch():
+        with ctx.batch():
             budget_settle(call_id=call_id, actual_usd=priced.cost_usd)
             cost_record(
                 call_id=call_id,

@@ -158,7 +158,7 @@ class GovernedToolset(WrapperToolset[Any]):
         """Decide the call and audit the decision in one transaction (the counters the
         decision consumed commit with its audit event)."""
         turn = self.ctx
-        with audit_batch():
+        with turn.batch():
             decision = decide_for_version(
                 version=turn.version,
                 tool_name=name,

@@ -23,7 +23,7 @@ from agents.runtime.providers import EndpointUnavailable, provider_model
 from agents.runtime.toolset import ConnectorToolset, GovernedToolset
 from controlplane.models import Membership
 from governance.engine import consume_run_cap
-from governance.services import audit_batch, audit_record
+from governance.services import audit_record
 
 # Model requests one turn may make (pydantic-ai UsageLimits.request_limit).
 MAX_MODEL_REQUESTS_PER_TURN = 50
@@ -140,7 +140,7 @@ def _finish(ctx: TurnContext, result: TurnResult, messages_json: bytes | None) -
     turn.model_requests += ctx.model_requests
     turn.tool_calls += ctx.tool_calls
     turn.cost_usd = Decimal(turn.cost_usd) + ctx.cost_usd
-    with audit_batch():
+    with ctx.batch():
         turn.save()
         audit_record(
             action=f"agent.turn.{result.status}",
@@ -240,6 +240,7 @@ def run_agent_turn(
         pii=pii,
         depth=depth,
         root_turn_id=root_turn_id,
+        deferred_writes=[],
     )
     if resume is not None:
         ctx.approved = {entry["tool_call_id"]: entry for entry in turn.pending}
