@@ -19,6 +19,10 @@ latency p50 / p95 (a step's claim by a worker - when its task was queued; raw: t
 Issue targets on Redis + PostgreSQL: overhead <= 1.5x raw Celery, >= 300 steps/s on 2
 cores, dispatch p95 <= 25 ms.
 
+Also reported (``per_step``): the queries and durable commits one tool step costs (a
+20-step pipeline run in-process with Celery eager, counted from the captured queries)
+and the database's durable write latency (``bench.common.durable_write_latency_ms``).
+
     DEBUG=true DATABASE_URL=postgres://postgres@127.0.0.1:5432/bench_flows \\
         .venv/bin/python bench/flow_overhead.py --brokers embedded,redis \\
         --redis-url redis://127.0.0.1:6379/1 --json
@@ -212,6 +216,52 @@ def flow_shape(project, user, n: int, shape: str) -> dict:
     return {"seconds": elapsed, "dispatch": _stats(latencies), "steps": steps.count()}
 
 
+def step_costs(project, user, n: int = 20) -> dict:
+    """Queries and durable commits per step of an ``n``-step pipeline of tool steps, run
+    in this process (Celery eager: each step's task runs when the previous step's record
+    commits), counted from Django's captured queries. Deterministic, unlike the timings:
+    the measure of what one step costs the database."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from bench.common import commits_in
+    from controlplane.celery import app
+    from flows.models import Run
+    from flows.services import flow_create, run_start
+
+    definition = {
+        "steps": [
+            {
+                "id": f"s{i}",
+                "kind": "tool",
+                "tool": "echo",
+                "agent": "op",
+                "arguments": {"text": "x"},
+                **({"depends_on": [f"s{i - 1}"]} if i else {}),
+            }
+            for i in range(n)
+        ]
+    }
+    flow = flow_create(
+        project=project, slug=f"costs-{uuid.uuid4().hex[:6]}", source=definition, actor=user
+    )
+    eager = app.conf.task_always_eager
+    app.conf.task_always_eager = True
+    try:
+        with CaptureQueriesContext(connection) as captured:
+            run = run_start(flow=flow, input={}, user=user, trigger="api")
+    finally:
+        app.conf.task_always_eager = eager
+    run = Run.objects.get(pk=run.pk)
+    if run.status != "succeeded":
+        raise RuntimeError(f"step cost run ended {run.status}: {run.error}")
+    queries = [q for q in captured.captured_queries if q["sql"] not in ("BEGIN", "COMMIT")]
+    return {
+        "queries_per_step": round(len(queries) / n, 1),
+        "commits_per_step": round(commits_in(captured.captured_queries) / n, 2),
+    }
+
+
 def start_worker(broker: str, queue: str, concurrency: int, log: Path) -> subprocess.Popen:
     env = dict(
         os.environ,  # DATABASE_URL: the scratch database setup_django chose
@@ -247,12 +297,15 @@ def bench_broker(name: str, broker: str, n: int, concurrency: int, workdir: Path
     """Measure on ``broker`` (this process publishes through it: CELERY_BROKER_URL)."""
     from django.conf import settings
 
+    from bench.common import durable_write_latency_ms
+
     queue = f"bench-{name}-{uuid.uuid4().hex[:6]}"
     settings.FLOWS_TASK_QUEUE = queue
+    project, user = build_world()
+    costs = {**step_costs(project, user), "durable_write": durable_write_latency_ms()}
     worker = start_worker(broker, queue, concurrency, workdir / f"worker-{name}.log")
     try:
         _wait_lines_ready(queue, workdir)
-        project, user = build_world()
         # Warm-up: imports, caches, connections in every worker child.
         flow_shape(project, user, 20, "map")
         raw_wide(50, queue, workdir)
@@ -277,6 +330,7 @@ def bench_broker(name: str, broker: str, n: int, concurrency: int, workdir: Path
             worker.kill()
     summary = dict(results["map"])
     summary["pipeline"] = results["pipeline"]
+    summary["per_step"] = costs
     return summary
 
 
@@ -362,6 +416,14 @@ def main() -> None:
                     f"{values['raw_celery_dispatch_p95_ms']} ms",
                 ),
             ]
+        costs = data["per_step"]
+        rows += [
+            (
+                "per step: queries / commits",
+                f"{costs['queries_per_step']} / {costs['commits_per_step']}",
+            ),
+            ("durable write p50 (ms)", f"{costs['durable_write']['p50_ms']}"),
+        ]
         title = f"{name} broker, {report['database']}, N={args.steps}, {args.concurrency} workers"
         print_table(title, rows)
 
