@@ -212,10 +212,14 @@ def test_a_worker_killed_mid_step_is_replaced_and_the_side_effect_happens_once(
             second.stop()
     assert run.status == "succeeded", run.error
     pay = StepRun.objects.get(run=run, step_id="pay")
-    assert [a["status"] for a in pay.attempts] == ["lease_expired", "succeeded"]
-    assert pay.attempt == 2
+    statuses = [a["status"] for a in pay.attempts]
+    # The killed attempt's lease expired; on a loaded machine the new worker's first
+    # attempt may lose its short (2 s) lease too before it succeeds: never a failure.
+    assert statuses[-1] == "succeeded"
+    assert set(statuses[:-1]) == {"lease_expired"}, statuses
+    assert pay.attempt == len(statuses)
     pay_requests = [r for r in tool_server.requests if r["body"].get("op") == "pay"]
-    assert len(pay_requests) == 2
+    assert len(pay_requests) >= 2
     assert len({r["key"] for r in pay_requests}) == 1  # the same idempotency key
     assert len(tool_server.effects) == 1  # the side effect happened exactly once
     assert run.output == {"after": {"text": "effect 1"}}
