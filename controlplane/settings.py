@@ -206,6 +206,9 @@ EMAIL_PORT = env.positive_int("EMAIL_PORT", default=25)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="controlplane@localhost")
 # Links in notifications (``https://controlplane.example.com``); empty: paths only.
 PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="")
+# The port ``make run`` serves the web UI on (Procfile.dev: ``runserver 127.0.0.1:$WEB_PORT``;
+# compose.yaml publishes it); the demo login ``demo_load`` prints names it.
+WEB_PORT = env.port("WEB_PORT", default=8000)
 
 # --- Auth, i18n, static -------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
