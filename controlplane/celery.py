@@ -21,8 +21,10 @@ app.autodiscover_tasks()
 def _configure_embedded_broker(sender: Celery, **_kwargs) -> None:
     """Tune kombu's SQLAlchemy transport (the embedded broker) before it is used.
 
-    The polling interval is a class attribute: passing it in ``broker_transport_options``
-    would hand it to ``sqlalchemy.create_engine``, which rejects unknown keywords.
+    The polling interval (``CELERY_BROKER_POLLING_INTERVAL_SECONDS``, kombu's default 1 s) is
+    a class attribute: passing it in ``broker_transport_options`` would hand it to
+    ``sqlalchemy.create_engine``, which rejects unknown keywords. Only this transport reads
+    it; Redis and AMQP are not polled.
     """
     from django.conf import settings
 

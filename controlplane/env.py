@@ -62,6 +62,13 @@ class StrictEnv(environ.FileAwareEnv):
             raise ImproperlyConfigured(f"Environment variable {var}={value} must be > 0")
         return value
 
+    def port(self, var: str, default: Any = NOTSET) -> int:
+        """A TCP port number, 1 to 65535."""
+        value = self.int(var, default=default)
+        if not 0 < value < 65536:
+            raise ImproperlyConfigured(f"Environment variable {var}={value} must be 1 to 65535")
+        return value
+
     def choice(self, var: str, choices: tuple[str, ...], default: Any = NOTSET) -> str:
         value = self.str(var, default=default).strip().lower()
         if value not in choices:

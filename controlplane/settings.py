@@ -130,7 +130,12 @@ if not CELERY_BROKER_URL.startswith(("sqla+sqlite://", "redis://", "rediss://", 
         f"CELERY_BROKER_URL={CELERY_BROKER_URL!r}: use sqla+sqlite:// (embedded), redis:// "
         "or amqp://; filesystem:// is refused because it loses messages with two workers"
     )
-# kombu's SQLAlchemy transport polls its table; this is the poll period in seconds.
+# The embedded broker: kombu's SQLAlchemy transport on a SQLite file (``make run``).
+CELERY_BROKER_EMBEDDED = CELERY_BROKER_URL.startswith("sqla+sqlite://")
+# kombu's SQLAlchemy transport polls its table; this is the poll period in seconds (kombu's
+# default: 1). ``controlplane.celery`` sets it on the transport class: as a
+# ``broker_transport_options`` key it would reach ``sqlalchemy.create_engine``, which refuses
+# unknown keywords. Redis and AMQP push messages and do not poll.
 CELERY_BROKER_POLLING_INTERVAL_SECONDS = env.positive_float(
     "CELERY_BROKER_POLLING_INTERVAL_SECONDS", default=0.1
 )
@@ -142,7 +147,14 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
-CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# How many messages a worker process reserves: 1 on Redis / AMQP (it holds only what it runs).
+# On the embedded broker the worker runs Celery's blocking loop (``synloop``: the transport is
+# not asynchronous), which defers the ``task_acks_late`` ack until its
+# ``drain_events(timeout=2.0)`` returns; with 1 the unacked message blocks the next one, so each
+# flow step waited up to 2 s whatever the polling interval (celery/celery#10263). Reserving 4
+# lets the next step in at the next poll. A reserved message a dead worker loses is requeued
+# by the flows sweeper (a step queued but never claimed).
+CELERY_WORKER_PREFETCH_MULTIPLIER = 4 if CELERY_BROKER_EMBEDDED else 1
 CELERY_TASK_SOFT_TIME_LIMIT = env.positive_int("CELERY_TASK_SOFT_TIME_LIMIT_SECONDS", default=300)
 CELERY_TASK_TIME_LIMIT = env.positive_int("CELERY_TASK_TIME_LIMIT_SECONDS", default=360)
 if CELERY_TASK_TIME_LIMIT <= CELERY_TASK_SOFT_TIME_LIMIT:
@@ -206,6 +218,9 @@ EMAIL_PORT = env.positive_int("EMAIL_PORT", default=25)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="controlplane@localhost")
 # Links in notifications (``https://controlplane.example.com``); empty: paths only.
 PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="")
+# The port ``make run`` serves the web UI on (Procfile.dev: ``runserver 127.0.0.1:$WEB_PORT``;
+# compose.yaml publishes it); the demo login ``demo_load`` prints names it.
+WEB_PORT = env.port("WEB_PORT", default=8000)
 
 # --- Auth, i18n, static -------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

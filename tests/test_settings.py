@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import subprocess
+import sys
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
@@ -96,3 +97,47 @@ def test_a_missing_required_variable_is_named(monkeypatch):
     monkeypatch.delenv("CP_TEST_MISSING", raising=False)
     with pytest.raises(ImproperlyConfigured, match="CP_TEST_MISSING"):
         StrictEnv().str("CP_TEST_MISSING")
+
+
+BROKER_CONFIG = """
+import django
+django.setup()
+from controlplane.celery import app
+with app.connection_for_read() as conn:
+    print(conn.transport_cls, conn.transport.polling_interval, app.conf.worker_prefetch_multiplier)
+"""
+
+
+def broker_config(tmp_path, **env: str) -> list[str]:
+    base = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "VAR_DIR": str(tmp_path / "var"),
+        "PYTHONPATH": str(ROOT),
+        "DEBUG": "true",
+        "DJANGO_SETTINGS_MODULE": "controlplane.settings",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", BROKER_CONFIG],
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()
+
+
+def test_the_embedded_broker_polls_every_tenth_of_a_second_and_reserves_4(tmp_path):
+    """The default broker (no CELERY_BROKER_URL): the worker's transport polls at
+    CELERY_BROKER_POLLING_INTERVAL_SECONDS (0.1 s, not kombu's 1 s) and reserves 4 messages
+    so a deferred late ack does not hold the next flow step for 2 s."""
+    assert broker_config(tmp_path) == ["sqla", "0.1", "4"]
+    tuned = broker_config(tmp_path, CELERY_BROKER_POLLING_INTERVAL_SECONDS="0.25")
+    assert tuned == ["sqla", "0.25", "4"]
+
+
+def test_redis_keeps_prefetch_1(tmp_path):
+    [transport, _, prefetch] = broker_config(tmp_path, CELERY_BROKER_URL="redis://127.0.0.1:1/0")
+    assert (transport, prefetch) == ("redis", "1")

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from rest_framework import mixins, serializers
+from rest_framework import serializers
 
 from agents.filters import AgentActivationFilter, AgentTurnFilter
 from agents.models import AgentActivation, AgentTurn
-from controlplane.api.base import ProjectCursorPagination, ProjectScopedViewSet
+from controlplane.api.base import ProjectHistoryViewSet
 from governance.audit_chain import MASK, SECRET_VALUE_RE
 
 
@@ -86,19 +86,15 @@ class AgentTurnDetailSerializer(AgentTurnSerializer):
         read_only_fields = fields
 
 
-class AgentTurnViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScopedViewSet):
+class AgentTurnViewSet(ProjectHistoryViewSet):
     """Agent turns of the project (one per ``run_agent_turn``), newest first."""
 
     queryset = AgentTurn.objects.none()
     serializer_class = AgentTurnSerializer
     filterset_class = AgentTurnFilter
     ordering_fields = ["id", "created_at", "cost_usd"]
-    ordering = ["-id"]
-    pagination_class = ProjectCursorPagination
 
-    def get_queryset(self):
-        if getattr(self, "swagger_fake_view", False):
-            return AgentTurn.objects.none()
+    def project_queryset(self):
         return AgentTurn.objects.filter(agent_version__agent__project=self.project).select_related(
             "agent_version__agent", "user"
         )
@@ -120,21 +116,15 @@ class AgentActivationSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class AgentActivationViewSet(
-    mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScopedViewSet
-):
+class AgentActivationViewSet(ProjectHistoryViewSet):
     """When each agent version became active (append-only history, newest first)."""
 
     queryset = AgentActivation.objects.none()
     serializer_class = AgentActivationSerializer
     filterset_class = AgentActivationFilter
     ordering_fields = ["id", "activated_at"]
-    ordering = ["-id"]
-    pagination_class = ProjectCursorPagination
 
-    def get_queryset(self):
-        if getattr(self, "swagger_fake_view", False):
-            return AgentActivation.objects.none()
+    def project_queryset(self):
         return AgentActivation.objects.filter(agent__project=self.project).select_related(
             "agent", "version", "activated_by"
         )

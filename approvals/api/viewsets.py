@@ -1,5 +1,5 @@
 """Viewsets for approvals: list / filter / order / retrieve requests, and decide one; the
-project's approval settings (admins).
+project's approval settings (members read them, admins change them).
 
 Deciding needs the approver role and a token with the ``approve`` scope; every other rule
 (the request's own role, no self-approval, quorum, schema of edited arguments, one
@@ -96,9 +96,11 @@ class ApprovalRequestViewSet(
 
 
 class ApprovalSettingsViewSet(ProjectScopedViewSet):
-    """The project's approval settings, one object at ``approval-settings/``: retrieve (GET)
-    and change (PUT / PATCH), admins only (a token: its creator's role, ``read`` to
-    retrieve, ``write`` to change). Validated like the settings page: durations 0..129600
+    """The project's approval settings, one object at ``approval-settings/``, as on the
+    settings page: retrieve (GET) for every member (viewer and up, ``read`` scope), change
+    (PUT / PATCH) for admins (``write`` scope); a token acts with its creator's role. The
+    webhook URL is write-only: never returned, ``has_webhook`` says whether one is set.
+    Validated like the settings page: durations 0..129600
     minutes, email addresses, an http(s) webhook URL; errors are a 400 keyed by field.
     Changes are audited ``approval.settings.updated`` (never the webhook URL)."""
 
@@ -109,7 +111,6 @@ class ApprovalSettingsViewSet(ProjectScopedViewSet):
     ordering = ["id"]
     pagination_class = None
     action_roles = {
-        "retrieve": Role.ADMIN,
         "update": Role.ADMIN,
         "partial_update": Role.ADMIN,
     }

@@ -4,13 +4,17 @@ Every app's API uses it, so the permission layer is the same everywhere:
 ``controlplane.permissions.check_project_access`` with the role and token scope the
 action needs. Safe methods need viewer + ``read``; other methods need operator +
 ``write`` unless ``action_roles`` / ``action_scopes`` say otherwise.
+
+``ProjectHistoryViewSet`` is the read-only (list + retrieve) form for the records the
+services write and people only look at: turns, activations, budget periods, runs, spans.
 """
 
 from __future__ import annotations
 
-from rest_framework import viewsets
+from django.db.models import QuerySet
+from rest_framework import mixins, viewsets
 
-from controlplane.api.pagination import ProjectCursorPagination  # noqa: F401 (re-exported)
+from controlplane.api.pagination import ProjectCursorPagination
 from controlplane.models import ApiToken, Role, TokenScope
 from controlplane.permissions import get_project_or_404
 
@@ -54,3 +58,27 @@ class ProjectScopedViewSet(viewsets.GenericViewSet):
             token=request_token(request),
             scope=self.required_scope(),
         )
+
+
+class ProjectHistoryViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScopedViewSet):
+    """Read-only list and retrieve of records the services write (viewer + ``read``), newest
+    first (``ordering = ["-id"]`` unless a subclass says otherwise), cursor-paginated.
+
+    A subclass sets ``queryset = <Model>.objects.none()`` (the model for the router and the
+    OpenAPI schema), ``serializer_class``, ``filterset_class``, ``ordering_fields`` and
+    implements ``project_queryset()``: the project's records (``self.project`` is resolved).
+    While the schema is generated (no request, no project) the empty ``queryset`` is used.
+    Subclasses may add actions (e.g. a run's ``cancel``); those follow the usual roles.
+    """
+
+    ordering = ["-id"]
+    pagination_class = ProjectCursorPagination
+
+    def project_queryset(self) -> QuerySet:
+        """The records of ``self.project`` this viewset lists; subclasses implement it."""
+        raise NotImplementedError(f"{type(self).__name__} must implement project_queryset()")
+
+    def get_queryset(self) -> QuerySet:
+        if getattr(self, "swagger_fake_view", False):
+            return super().get_queryset()
+        return self.project_queryset()

@@ -17,7 +17,11 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
-from controlplane.api.base import ProjectCursorPagination, ProjectScopedViewSet
+from controlplane.api.base import (
+    ProjectCursorPagination,
+    ProjectHistoryViewSet,
+    ProjectScopedViewSet,
+)
 from controlplane.models import Role, TokenScope
 from flows import selectors, services
 from flows.api.serializers import (
@@ -269,7 +273,7 @@ class FlowScheduleViewSet(
         services.flow_schedule_delete(schedule=instance, actor=self.request.user)
 
 
-class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScopedViewSet):
+class RunViewSet(ProjectHistoryViewSet):
     """Runs of the project's flows, newest first (start one with ``POST flows/{flow}/runs/``).
     Filters: ``status`` (repeatable), ``flow``, ``started_by``, ``started_after`` /
     ``started_before`` (ISO 8601), ``trigger``, ``trace_id``."""
@@ -278,12 +282,8 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScoped
     serializer_class = RunSerializer
     filterset_class = RunFilter
     ordering_fields = ["id", "created_at", "started_at", "finished_at", "cost_usd"]
-    ordering = ["-id"]
-    pagination_class = ProjectCursorPagination
 
-    def get_queryset(self):
-        if getattr(self, "swagger_fake_view", False):
-            return Run.objects.none()
+    def project_queryset(self):
         return selectors.runs_for_project(project=self.project)
 
     def _answer(self, run: Run) -> Response:
@@ -303,7 +303,11 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScoped
         return self._answer(services.run_retry(run=self.get_object(), actor=request.user))
 
 
-class _RunChildViewSet(ProjectScopedViewSet):
+class _RunChildViewSet(ProjectHistoryViewSet):
+    """Read-only records of the run ``self.run`` (``runs/<run>/...``), oldest first."""
+
+    ordering = ["id"]
+
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)
         self.run = get_object_or_404(
@@ -311,7 +315,7 @@ class _RunChildViewSet(ProjectScopedViewSet):
         )
 
 
-class StepRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, _RunChildViewSet):
+class StepRunViewSet(_RunChildViewSet):
     """Step runs of one run (map items have ``parent`` and ``item_index``), with their
     attempts. Inputs and outputs are returned as stored (the API is for members)."""
 
@@ -319,16 +323,12 @@ class StepRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, _RunChild
     serializer_class = StepRunSerializer
     filterset_class = StepRunFilter
     ordering_fields = ["id", "created_at", "started_at"]
-    ordering = ["id"]
-    pagination_class = ProjectCursorPagination
 
-    def get_queryset(self):
-        if getattr(self, "swagger_fake_view", False):
-            return StepRun.objects.none()
+    def project_queryset(self):
         return selectors.run_steps(run=self.run)
 
 
-class SpanViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, _RunChildViewSet):
+class SpanViewSet(_RunChildViewSet):
     """Spans of one run's trace: the run, its step runs, model and tool calls, approval
     waits; ``parent_span_id`` links them (W3C trace and span ids)."""
 
@@ -336,10 +336,6 @@ class SpanViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, _RunChildVie
     serializer_class = SpanSerializer
     filterset_class = SpanFilter
     ordering_fields = ["id", "start_time"]
-    ordering = ["id"]
-    pagination_class = ProjectCursorPagination
 
-    def get_queryset(self):
-        if getattr(self, "swagger_fake_view", False):
-            return Span.objects.none()
+    def project_queryset(self):
         return selectors.run_spans(run=self.run)

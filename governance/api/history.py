@@ -8,9 +8,9 @@ Reading needs viewer and the ``read`` scope. Amounts are USD decimal strings, 8 
 
 from __future__ import annotations
 
-from rest_framework import mixins, serializers
+from rest_framework import serializers
 
-from controlplane.api.base import ProjectCursorPagination, ProjectScopedViewSet
+from controlplane.api.base import ProjectHistoryViewSet
 from governance.filters import (
     BudgetAlertFilter,
     BudgetPeriodFilter,
@@ -45,21 +45,15 @@ class PolicyActivationSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class PolicyActivationViewSet(
-    mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScopedViewSet
-):
+class PolicyActivationViewSet(ProjectHistoryViewSet):
     """When each policy version became active (append-only history, newest first)."""
 
     queryset = PolicyActivation.objects.none()
     serializer_class = PolicyActivationSerializer
     filterset_class = PolicyActivationFilter
     ordering_fields = ["id", "activated_at"]
-    ordering = ["-id"]
-    pagination_class = ProjectCursorPagination
 
-    def get_queryset(self):
-        if getattr(self, "swagger_fake_view", False):
-            return PolicyActivation.objects.none()
+    def project_queryset(self):
         return PolicyActivation.objects.filter(
             policy__in=Policy.objects.filter(project=self.project)
         ).select_related("policy", "version", "activated_by")
@@ -76,7 +70,7 @@ class BudgetPeriodSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class BudgetPeriodViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScopedViewSet):
+class BudgetPeriodViewSet(ProjectHistoryViewSet):
     """Usage of every budget per period (``period_start``: the first local date of the
     period in the project's time zone; 1970-01-01 for ``total`` budgets)."""
 
@@ -84,12 +78,8 @@ class BudgetPeriodViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Proj
     serializer_class = BudgetPeriodSerializer
     filterset_class = BudgetPeriodFilter
     ordering_fields = ["id", "period_start", "spent_usd"]
-    ordering = ["-id"]
-    pagination_class = ProjectCursorPagination
 
-    def get_queryset(self):
-        if getattr(self, "swagger_fake_view", False):
-            return BudgetPeriod.objects.none()
+    def project_queryset(self):
         return BudgetPeriod.objects.filter(
             budget__in=Budget.objects.filter(project=self.project)
         ).select_related("budget")
@@ -115,7 +105,7 @@ class BudgetAlertSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class BudgetAlertViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScopedViewSet):
+class BudgetAlertViewSet(ProjectHistoryViewSet):
     """Thresholds the budgets' settled spend reached (one per budget, period and
     threshold), newest first."""
 
@@ -123,12 +113,8 @@ class BudgetAlertViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Proje
     serializer_class = BudgetAlertSerializer
     filterset_class = BudgetAlertFilter
     ordering_fields = ["id", "created_at", "threshold"]
-    ordering = ["-id"]
-    pagination_class = ProjectCursorPagination
 
-    def get_queryset(self):
-        if getattr(self, "swagger_fake_view", False):
-            return BudgetAlert.objects.none()
+    def project_queryset(self):
         return BudgetAlert.objects.filter(
             budget__in=Budget.objects.filter(project=self.project)
         ).select_related("budget")
@@ -152,7 +138,7 @@ class CircuitBreakerSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class CircuitBreakerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScopedViewSet):
+class CircuitBreakerViewSet(ProjectHistoryViewSet):
     """The circuit breakers of the project's tools (``key`` ``tool:<id>``, ``label`` the
     tool's name); ``state=open`` lists the tools currently refused."""
 
@@ -160,10 +146,6 @@ class CircuitBreakerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Pr
     serializer_class = CircuitBreakerSerializer
     filterset_class = CircuitBreakerFilter
     ordering_fields = ["id", "updated_at", "opened_at", "label"]
-    ordering = ["-id"]
-    pagination_class = ProjectCursorPagination
 
-    def get_queryset(self):
-        if getattr(self, "swagger_fake_view", False):
-            return CircuitBreaker.objects.none()
+    def project_queryset(self):
         return CircuitBreaker.objects.filter(project=self.project)

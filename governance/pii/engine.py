@@ -133,6 +133,31 @@ _OPENBLAS_SET_THREADS = (
     "openblas_set_num_threads",
 )
 RECOGNIZER_ID_KEY = AnalyzerResult.RECOGNIZER_IDENTIFIER_KEY
+
+# Rule identifiers that decisions and audit data carry (``governance.engine.Decision.rule``:
+# ``grant.rule.2``, ``policy.error``, ``caps.max_tool_calls_per_run``; ``pii.tool_input``,
+# ``budget.exceeded``, ``approval.self_approval``...) are not PII, but spaCy labels some
+# PERSON ("Decided by grant.rule.2") and Presidio's URL pattern takes ``grant.ru`` or
+# ``policy.er`` (country domains) out of them. They go to Presidio's allow list
+# (``analyze(allow_list=..., allow_list_match="regex")``), which drops a finding whose whole
+# span matches: a lower-case namespace below, then dot-separated lower-case segments,
+# case-sensitive. A span with anything more ("grant.rule.2 John", "https://grant.ru") is
+# still a finding; a bare domain spelt like one (``grant.ru``) is not.
+RULE_IDENTIFIER_NAMESPACES = (
+    "approval",
+    "breaker",
+    "budget",
+    "caps",
+    "delegation",
+    "grant",
+    "model",
+    "pii",
+    "policy",
+    "tool",
+)
+RULE_IDENTIFIER_ALLOW_LIST = [
+    r"\A(?:" + "|".join(RULE_IDENTIFIER_NAMESPACES) + r")(?:\.[a-z0-9_]+)+\Z"
+]
 _MASK_ALL = 1 << 30  # Presidio masks min(len(value), chars_to_mask) characters
 # presidio-anonymizer's operators for our actions (stateless).
 _OPERATORS: dict[str, Operator] = {"redact": Replace(), "mask": Mask(), "hash": Hash()}
@@ -339,7 +364,13 @@ class PiiScanner:
         artifacts: NlpArtifacts,
     ) -> list[Finding]:
         results = self.analyzer.analyze(
-            text=text, language=LANGUAGE, entities=entities, nlp_artifacts=artifacts
+            text=text,
+            language=LANGUAGE,
+            entities=entities,
+            nlp_artifacts=artifacts,
+            allow_list=RULE_IDENTIFIER_ALLOW_LIST,
+            allow_list_match="regex",
+            regex_flags=0,
         )
         candidates = []
         for result in results:

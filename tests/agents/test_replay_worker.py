@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import time
-import uuid
 from datetime import timedelta
 
 import pytest
@@ -14,7 +10,7 @@ from kombu import Connection
 
 from agents.models import ReplayJob
 from agents.tasks import replay_job_run
-from tests.procs import ROOT, process_env
+from tests.procs import Worker, unique_queue, wait_for
 from tests.seed import seed_project
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
@@ -33,44 +29,12 @@ def test_a_real_worker_runs_a_replay(project, admin_user, tmp_path):
         created_by=admin_user,
     )
     url = f"sqla+sqlite:///{tmp_path / 'broker.sqlite'}"
-    queue = f"test-{uuid.uuid4().hex[:8]}"
-    log = open(tmp_path / "worker.log", "w+")  # noqa: SIM115 - read after the process ends
-    worker = subprocess.Popen(
-        [
-            os.path.join(os.path.dirname(os.sys.executable), "celery"),
-            "-A",
-            "controlplane",
-            "worker",
-            "--pool=solo",
-            "--loglevel=INFO",
-            "--without-gossip",
-            "--without-mingle",
-            f"--queues={queue}",
-            f"--hostname={queue}@test",
-        ],
-        cwd=ROOT,
-        env=process_env(CELERY_BROKER_URL=url),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
+    queue = unique_queue()
+    with Worker(queue, tmp_path / "worker.log", CELERY_BROKER_URL=url) as worker:
         with Connection(url) as conn:
             replay_job_run.apply_async(args=[job.pk], connection=conn, queue=queue)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and worker.poll() is None:
-            job.refresh_from_db()
-            if job.status in ("completed", "failed"):
-                break
-            time.sleep(0.3)
-        log.seek(0)
-        output = log.read()
-        assert job.status == "completed", f"{job.status} {job.error}\n{output[-4000:]}"
-        assert job.result["summary"]["newly_denied"] == 2
-    finally:
-        worker.terminate()
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
-        log.close()
+        finished = ReplayJob.objects.filter(pk=job.pk, status__in=["completed", "failed"])
+        job = wait_for(finished.first, worker=worker)
+        output = worker.output()
+    assert job.status == "completed", f"{job.status} {job.error}\n{output}"
+    assert job.result["summary"]["newly_denied"] == 2

@@ -14,7 +14,6 @@ from agents.runtime import run_agent_turn
 from controlplane.models import Role
 from controlplane.services import project_create
 from tests.factories import UserFactory
-from tests.procs import process_env
 
 from .conftest import member
 from .test_end_to_end import payment_agent
@@ -52,7 +51,7 @@ def test_an_approver_edits_the_amount_approves_and_sees_the_turn_complete(browse
         parked = park_in_a_thread(agent, alice)
         assert parked.status == "parked", parked.reason
         [request_id] = parked.approval_request_ids
-        with celery_worker(process_env(), tmp_path / "worker.log"):
+        with celery_worker(tmp_path / "worker.log"):
             browser.sign_in("/approvals/", username="bob")
             badge = page.locator("#nav-approvals-badge")
             assert badge.is_visible() and badge.inner_text().startswith("1")

@@ -6,7 +6,6 @@ reaches the model as a refusal with the approver's comment."""
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
@@ -17,11 +16,11 @@ from approvals.models import ApprovalRequest
 from approvals.services import approval_decide
 from controlplane.models import Role
 from governance.models import AuditEvent
-from tests.procs import process_env
+from tests.procs import wait_for
 
 from .conftest import member
 from .webhook_server import webhook_server
-from .worker import celery_worker, worker_log
+from .worker import celery_worker
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
@@ -78,25 +77,21 @@ def payment_agent(project, actor, url):
     )
 
 
-def wait_for_turn(turn_id, log_path, *, status="completed", timeout_seconds=120):
-    deadline = time.monotonic() + timeout_seconds
-    while time.monotonic() < deadline:
-        turn = AgentTurn.objects.get(pk=turn_id)
-        if turn.status == status:
-            return turn
-        time.sleep(0.2)
-    raise AssertionError(
-        f"turn {turn_id} is {AgentTurn.objects.get(pk=turn_id).status}, not {status}; "
-        f"worker output:\n{worker_log(log_path)}"
+def wait_for_turn(turn_id, worker, *, status="completed", timeout_seconds=120):
+    """Wait until the turn has ``status`` and return it (AssertionError with the worker's
+    output when it does not within ``timeout_seconds``)."""
+    return wait_for(
+        lambda: AgentTurn.objects.filter(pk=turn_id, status=status).first(),
+        timeout=timeout_seconds,
+        worker=worker,
     )
 
 
 def test_an_edited_approval_resumes_the_turn_in_a_worker(project, admin_user, tmp_path):
     approver = member(project, Role.APPROVER)
-    log_path = tmp_path / "worker.log"
     with webhook_server() as tool_server:
         agent = payment_agent(project, admin_user, tool_server.url)
-        with celery_worker(process_env(), log_path):
+        with celery_worker(tmp_path / "worker.log") as worker:
             approved = run_agent_turn(
                 agent_version=agent.active_version, input="pay bob", user=admin_user
             )
@@ -122,8 +117,8 @@ def test_an_edited_approval_resumes_the_turn_in_a_worker(project, admin_user, tm
                 request_id=second, user=approver, verdict="reject", comment="not this month"
             )
 
-            done = wait_for_turn(approved.turn_id, log_path)
-            refused = wait_for_turn(rejected.turn_id, log_path)
+            done = wait_for_turn(approved.turn_id, worker)
+            refused = wait_for_turn(rejected.turn_id, worker)
 
     # The tool received the edited arguments, once; the rejected call never ran.
     assert tool_server.received == [{"amount": 50, "to": "bob"}]
@@ -142,10 +137,9 @@ def test_an_expired_request_resumes_the_turn_with_a_refusal(project, admin_user,
 
     from approvals.tasks import expire_approvals
 
-    log_path = tmp_path / "worker.log"
     with webhook_server() as tool_server:
         agent = payment_agent(project, admin_user, tool_server.url)
-        with celery_worker(process_env(), log_path):
+        with celery_worker(tmp_path / "worker.log") as worker:
             parked = run_agent_turn(
                 agent_version=agent.active_version, input="pay bob", user=admin_user
             )
@@ -153,6 +147,6 @@ def test_an_expired_request_resumes_the_turn_with_a_refusal(project, admin_user,
                 expires_at=timezone.now() - timedelta(seconds=1)
             )
             assert expire_approvals() == 1
-            turn = wait_for_turn(parked.turn_id, log_path)
+            turn = wait_for_turn(parked.turn_id, worker)
     assert tool_server.received == []
     assert "Denied by the approver: expired" in json.dumps(turn.messages)

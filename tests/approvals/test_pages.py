@@ -13,7 +13,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from approvals.models import ApprovalRequest
-from approvals.services import approval_decide
+from approvals.services import approval_decide, approval_settings_update
 from controlplane.models import Role
 from governance.models import AuditEvent
 from tests.rbac import check_rbac
@@ -67,6 +67,27 @@ def test_settings_need_the_admin_role_to_change(project):
         api=False,
         audit_action="approval.settings.updated",
     )
+
+
+@pytest.mark.parametrize(
+    ("role", "can_edit"),
+    [(Role.VIEWER, False), (Role.OPERATOR, False), (Role.APPROVER, False), (Role.ADMIN, True)],
+)
+def test_every_member_reads_the_settings_page_never_the_webhook_url(project, role, can_edit):
+    """The page is the current project's (an outsider sees their own project's), so this
+    is not ``check_rbac``: every role reads, only an admin gets the Save button."""
+    approval_settings_update(
+        project=project,
+        changes={"notify_emails": "ops@example.com"},
+        webhook_url="https://hooks.example.com/T1/secret",
+    )
+    response = client_for(member(project, role)).get(reverse("approvals-settings"))
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "ops@example.com" in html and "set (stored encrypted)" in html
+    assert "secret" not in html and "hooks.example.com" not in html
+    assert ("only admins change these" not in html) is can_edit
+    assert ('<button type="submit">Save</button>' in html) is can_edit
 
 
 def test_settings_errors_in_place(project, admin_user):

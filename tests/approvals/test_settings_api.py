@@ -1,5 +1,6 @@
-"""REST: the project's approval settings, retrieve and change, admins only, validated like
-the settings page (400 keyed by field), the webhook URL write-only and never echoed."""
+"""REST: the project's approval settings: members (viewer and up) read them, admins change
+them, as on the settings page; validated like the page (400 keyed by field), the webhook
+URL write-only and never echoed."""
 
 from __future__ import annotations
 
@@ -7,10 +8,13 @@ import pytest
 from rest_framework.test import APIClient
 
 from approvals.models import ApprovalSettings
+from approvals.services import approval_settings_update
 from controlplane.models import Role
 from controlplane.services import api_token_create
 from governance.models import AuditEvent
 from tests.rbac import check_rbac
+
+from .conftest import member
 
 pytestmark = pytest.mark.django_db
 
@@ -94,8 +98,32 @@ def test_put_needs_every_field(project, admin_api):
     assert "escalation_sla_minutes" in response.json()
 
 
-def test_reading_needs_the_admin_role(project):
-    check_rbac(method="get", url=url(project), project=project, min_role=Role.ADMIN)
+def test_reading_needs_the_viewer_role(project):
+    check_rbac(method="get", url=url(project), project=project, min_role=Role.VIEWER)
+
+
+@pytest.mark.parametrize("role", [Role.VIEWER, Role.ADMIN])
+def test_members_read_them_but_never_the_webhook_url(project, role):
+    approval_settings_update(
+        project=project,
+        changes={"notify_emails": "ops@example.com"},
+        webhook_url="https://hooks.example.com/T1/secret",
+    )
+    client = APIClient()
+    client.force_login(member(project, role))
+    response = client.get(url(project))
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["notify_emails"] == "ops@example.com" and body["has_webhook"] is True
+    assert "webhook_url" not in body and "secret" not in response.content.decode()
+
+
+def test_a_viewer_cannot_change_them(project):
+    client = APIClient()
+    client.force_login(member(project, Role.VIEWER))
+    denied = client.patch(url(project), {"default_expiry_minutes": 5}, format="json")
+    assert denied.status_code == 403
+    assert ApprovalSettings.objects.filter(project=project, default_expiry_minutes=5).count() == 0
 
 
 def test_changing_needs_the_admin_role(project):

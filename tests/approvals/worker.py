@@ -1,62 +1,25 @@
-"""A real Celery worker process on its own queue, for the end-to-end tests and the bench."""
+"""A real Celery worker process on its own queue, for the approvals end-to-end tests."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from celery import current_app
 
-ROOT = Path(__file__).resolve().parent.parent.parent
+from tests.procs import Worker, unique_queue
 
 
 @contextmanager
-def celery_worker(env: dict[str, str], log_path: Path, *, concurrency: int = 1) -> Iterator[str]:
-    """Start ``celery worker`` consuming a fresh queue, route this process's tasks there
-    (``task_default_queue``) and yield the queue name; the worker is stopped after."""
-    queue = f"appr-{uuid.uuid4().hex[:8]}"
-    log = open(log_path, "w+")  # noqa: SIM115 - read by the caller on failure
-    pool = (
-        ["--pool=solo"] if concurrency == 1 else ["--pool=prefork", f"--concurrency={concurrency}"]
-    )
-    worker = subprocess.Popen(
-        [
-            os.path.join(os.path.dirname(sys.executable), "celery"),
-            "-A",
-            "controlplane",
-            "worker",
-            *pool,
-            "--loglevel=INFO",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-            f"--queues={queue}",
-            f"--hostname={queue}@test",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+def celery_worker(log_path: Path, **env: str) -> Iterator[Worker]:
+    """Start a :class:`tests.procs.Worker` on a fresh queue, route this process's tasks there
+    (``task_default_queue``) while it runs and yield it; the worker is stopped after. ``env``
+    overrides entries of :func:`tests.procs.process_env`."""
     previous = current_app.conf.task_default_queue
-    current_app.conf.task_default_queue = queue
-    try:
-        yield queue
-    finally:
-        current_app.conf.task_default_queue = previous
-        worker.terminate()
+    with Worker(unique_queue("appr"), log_path, **env) as worker:
+        current_app.conf.task_default_queue = worker.queue
         try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
-        log.close()
-
-
-def worker_log(log_path: Path) -> str:
-    return Path(log_path).read_text()[-4000:]
+            yield worker
+        finally:
+            current_app.conf.task_default_queue = previous

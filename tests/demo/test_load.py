@@ -3,6 +3,7 @@ budgets the issue asks for."""
 
 from __future__ import annotations
 
+import subprocess
 from decimal import Decimal
 
 import pytest
@@ -12,6 +13,7 @@ from agents.models import Agent, AgentVersion, Customer, KnowledgeArticle, Model
 from flows.models import Flow, FlowVersion
 from governance.models import AuditEvent, Budget, PolicyVersion
 from governance.selectors import effective_policy
+from tests.procs import manage_py, process_env
 
 from .conftest import load_demo
 
@@ -145,3 +147,37 @@ def test_an_openai_key_switches_every_agent(demo, monkeypatch):
     assert endpoints == {"openai"}
     endpoint = ModelEndpoint.objects.get(project=demo, name="openai")
     assert (endpoint.credential_env_var, endpoint.credential_encrypted) == ("OPENAI_API_KEY", "")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_login_names_the_port_make_run_serves_on(tmp_path):
+    """``WEB_PORT=8123 manage.py demo_load`` (what ``make run`` runs before the web server
+    listens on ``$WEB_PORT``) prints the login at port 8123, not 8000."""
+    env = process_env(WEB_PORT="8123", VAR_DIR=str(tmp_path))
+    for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "PUBLIC_BASE_URL"):
+        env.pop(name, None)
+    done = subprocess.run(
+        manage_py("demo_load"), env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Demo login: http://127.0.0.1:8123/  user admin  password " in done.stdout
+
+
+def test_the_login_defaults_to_port_8000_and_prefers_the_public_url(demo_var, settings):
+    settings.WEB_PORT = 8000
+    settings.PUBLIC_BASE_URL = ""
+    assert "Demo login: http://127.0.0.1:8000/  user admin" in load_demo()
+    settings.PUBLIC_BASE_URL = "https://cp.example.com"
+    assert "Demo login: https://cp.example.com/  user admin" in load_demo()
+
+
+def test_a_web_port_out_of_range_stops_start_up_naming_it(tmp_path):
+    done = subprocess.run(
+        manage_py("check"),
+        env=process_env(WEB_PORT="70000", VAR_DIR=str(tmp_path)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode != 0
+    assert "WEB_PORT=70000 must be 1 to 65535" in done.stderr

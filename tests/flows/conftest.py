@@ -3,10 +3,6 @@ in-process task pump for fast engine tests, and real Celery worker processes."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -15,7 +11,8 @@ from django.conf import settings
 from agents.services import agent_create, model_endpoint_create, tool_create
 from flows import engine
 from flows.models import Run, StepRun
-from tests.procs import ROOT, process_env
+from tests import procs
+from tests.procs import wait_for
 
 from .tool_server import ToolServer
 
@@ -161,54 +158,18 @@ def pump(monkeypatch):
 # --- real workers --------------------------------------------------------------------------
 
 
-class Worker:
-    """A ``celery worker`` process (solo pool) consuming one queue."""
+class Worker(procs.Worker):
+    """A real worker (:class:`tests.procs.Worker`) whose engine queues flow steps on the queue
+    it consumes (``FLOWS_TASK_QUEUE``), logging at info."""
 
     def __init__(self, queue: str, log_path: Path, **env: str) -> None:
-        self.queue = queue
-        self.log_path = log_path
-        self.log = open(log_path, "a+")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(
-            [
-                os.path.join(os.path.dirname(os.sys.executable), "celery"),
-                "-A",
-                "controlplane",
-                "worker",
-                "--pool=solo",
-                "--loglevel=INFO",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-                f"--queues={queue}",
-                f"--hostname={queue}-{uuid.uuid4().hex[:4]}@test",
-            ],
-            cwd=ROOT,
-            env=process_env(FLOWS_TASK_QUEUE=queue, LOG_LEVEL="info", **env),
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def output(self) -> str:
-        self.log.flush()
-        return self.log_path.read_text()[-6000:]
-
-    def kill(self) -> None:
-        self.process.kill()
-        self.process.wait()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.log.close()
+        super().__init__(queue, log_path, FLOWS_TASK_QUEUE=queue, LOG_LEVEL="info", **env)
 
 
 def start_worker(tmp_path, settings_fixture, **env) -> Worker:
-    queue = f"flows-{uuid.uuid4().hex[:8]}"
+    """A :class:`Worker` on a fresh queue that this test's engine (``settings_fixture``, the
+    pytest-django ``settings``) queues its tasks on."""
+    queue = procs.unique_queue("flows")
     settings_fixture.FLOWS_TASK_QUEUE = queue
     return Worker(queue, tmp_path / f"{queue}.log", **env)
 
@@ -221,19 +182,6 @@ def worker(tmp_path, settings):
     w.stop()
 
 
-def wait_for(predicate, *, timeout: float = 120, worker: Worker | None = None, every=0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        if worker is not None and worker.process.poll() is not None:
-            raise AssertionError(f"the worker exited:\n{worker.output()}")
-        time.sleep(every)
-    detail = worker.output() if worker is not None else ""
-    raise AssertionError(f"timed out waiting for {predicate}\n{detail}")
-
-
 def wait_run(run: Run, *, worker: Worker | None = None, timeout: float = 120) -> Run:
     """Wait until ``run`` is final and return it fresh."""
 
@@ -244,4 +192,4 @@ def wait_run(run: Run, *, worker: Worker | None = None, timeout: float = 120) ->
     return wait_for(final, timeout=timeout, worker=worker)
 
 
-__all__ = ["settings"]
+__all__ = ["settings", "wait_for"]

@@ -693,3 +693,40 @@ def test_pii_eval_rejects_bad_options(tmp_path):
         call_command(
             "pii_eval", "--dataset", str(dataset), "--findings-out", str(tmp_path / "no" / "f")
         )
+
+
+AUDIT_NAMES = PiiPolicy(audit={e: PiiRule(action="redact") for e in ("PERSON", "URL")})
+
+
+def test_rule_identifiers_are_not_pii_but_a_name_beside_them_is():
+    """spaCy's model labels ``grant.rule.2`` PERSON in "Decided by grant.rule.2 (...)" and
+    Presidio's URL pattern takes ``policy.er`` / ``caps.ma`` out of rule identifiers; the
+    allow list drops those, never the real name in the same text."""
+    text = "Decided by grant.rule.2 (John Smith asked) after policy.error and caps.max_tool_calls"
+    scanner = get_scanner()
+    found = {(f.entity_type, text[f.start : f.end]) for f in scanner.find(text, AUDIT_NAMES.audit)}
+    assert found == {("PERSON", "John Smith")}
+    result = scan(text, "audit", AUDIT_NAMES)
+    assert result.text_out == (
+        "Decided by grant.rule.2 (<PERSON> asked) after policy.error and caps.max_tool_calls"
+    )
+    # Without the allow list the same engine reports the identifier (the case it fixes).
+    raw = scanner.analyzer.analyze(text=text, language="en", entities=["PERSON"])
+    assert "grant.rule.2" in {text[r.start : r.end] for r in raw}
+
+
+def test_audit_data_keeps_rule_identifiers_and_redacts_names():
+    data = {"rule": "grant.rule.2", "reason": "Decided by grant.rule.2 for Alice Jones"}
+    result = scan_data(data, "audit", AUDIT_NAMES)
+    assert result.value_out == {
+        "rule": "grant.rule.2",
+        "reason": "Decided by grant.rule.2 for <PERSON>",
+    }
+    assert [(f.path, f.entity_type) for f in result.findings] == [("$.reason", "PERSON")]
+
+
+@pytest.mark.parametrize(
+    "text", ["See https://grant.ru/x today.", "Decided by grant.rule.2 John Smith."]
+)
+def test_a_span_with_more_than_an_identifier_is_still_found(text):
+    assert scan(text, "audit", AUDIT_NAMES).findings

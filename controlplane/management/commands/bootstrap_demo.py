@@ -19,6 +19,14 @@ DEMO_USERNAME = "admin"
 DEMO_PROJECT = "demo"
 
 
+def demo_url() -> str:
+    """Where to sign in: ``PUBLIC_BASE_URL`` when set, else ``http://127.0.0.1:<WEB_PORT>/``
+    (the address ``make run`` serves on), ending in ``/``."""
+    if settings.PUBLIC_BASE_URL:
+        return settings.PUBLIC_BASE_URL.rstrip("/") + "/"
+    return f"http://127.0.0.1:{settings.WEB_PORT}/"
+
+
 class Command(BaseCommand):
     help = (
         "Create the demo admin user (random password, kept in VAR_DIR/demo-login.txt, mode 600) "
@@ -62,7 +70,7 @@ class Command(BaseCommand):
             username, password = login_file.read_text(encoding="utf-8").split()[:2]
             self.stdout.write(
                 self.style.SUCCESS(
-                    f"Demo login: http://127.0.0.1:8000/  user {username}  password {password}"
+                    f"Demo login: {demo_url()}  user {username}  password {password}"
                 )
             )
         else:
