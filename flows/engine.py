@@ -18,6 +18,8 @@ The rules (see docs/architecture.md, "Flows"):
 - Approvals: a parked agent turn, a tool call waiting for approval or an approval step
   leaves the step ``waiting_approval``; ``approval_decided`` queues ``step_resume`` once
   every request is final, which claims the step (conditional UPDATE) and continues it.
+  The run is ``waiting_approval`` while a step of it waits and nothing of it runs or is
+  queued, ``running`` otherwise (``_sync_run_status``, with the run row locked).
 
 Side effects and idempotency: a tool step executes through the governed call path of
 ``agents.runtime.toolset`` inside one ``AgentTurn`` created at its first attempt and
@@ -247,6 +249,7 @@ def run_cancel(*, run: Run, actor=None) -> Run:
     _stop_open_steps(run, reason="the run was cancelled")
     audit_record(action="flow.run.cancel_requested", obj=run, data={"trace_id": run.trace_id})
     _maybe_finish(run, definition_of(run))
+    _sync_run_status(run)
     return run
 
 
@@ -294,6 +297,30 @@ def run_retry(*, run: Run, actor=None) -> Run:
             ready.append(step_run)
     _dispatch(ready)
     return run
+
+
+def _sync_run_status(run: Run) -> None:
+    """Set an active run (``run`` locked by the caller) ``waiting_approval`` while a step
+    run of it waits for approval and none runs or is queued, ``running`` otherwise; a
+    final run is left as it is. A map step holds no worker while its items run (no lease
+    owner), so it does not count as running."""
+    if run.is_final:
+        return
+    busy = (Q(status=StepStatus.RUNNING) & ~Q(lease_owner="")) | Q(
+        status=StepStatus.PENDING, lease_owner=QUEUED
+    )
+    counts = StepRun.objects.filter(run=run).aggregate(
+        busy=Count("pk", filter=busy),
+        waiting=Count("pk", filter=Q(status=StepStatus.WAITING_APPROVAL)),
+    )
+    status = (
+        RunStatus.WAITING_APPROVAL
+        if counts["waiting"] and not counts["busy"]
+        else RunStatus.RUNNING
+    )
+    if run.status != status:
+        Run.objects.filter(pk=run.pk).update(status=status, updated_at=_now())
+        run.status = status
 
 
 def _stop_open_steps(run: Run, *, reason: str) -> None:
@@ -871,6 +898,7 @@ def _record(step_run: StepRun, owner: str, outcome: Outcome, started: datetime) 
         if outcome.cost_usd:
             Run.objects.filter(pk=run.pk).update(cost_usd=F("cost_usd") + outcome.cost_usd)
         _advance(run, definition, changed)
+        _sync_run_status(run)
         _export_on_commit(run, [s.span_id for s in spans])
 
 
@@ -1029,7 +1057,7 @@ def _advance(run: Run, definition: FlowDefinition, changed: list[StepRun]) -> No
     """After ``changed`` step runs moved: fan in maps, skip or queue their dependents, and
     finish the run when nothing is left. Runs inside the recording transaction."""
     now = _now()
-    if run.cancel_requested or run.status != RunStatus.RUNNING:
+    if run.cancel_requested or run.is_final:
         if run.cancel_requested and not run.is_final:
             # A map whose last running item just stopped closes now.
             _stop_open_steps(run, reason="the run was cancelled")
@@ -1315,14 +1343,18 @@ def step_resume(*, step_run_id: int) -> None:
         return
     now = _now()
     owner = _owner()
-    claimed = StepRun.objects.filter(pk=step_run_id, status=StepStatus.WAITING_APPROVAL).update(
-        status=StepStatus.RUNNING,
-        lease_owner=owner,
-        lease_expires_at=now + timedelta(seconds=lease_seconds()),
-        updated_at=now,
-    )
-    if claimed != 1:
-        return
+    with transaction.atomic():
+        # The run locked as _record locks it: the run's status follows the claim.
+        locked = Run.objects.select_for_update().get(pk=step_run.run_id)
+        claimed = StepRun.objects.filter(pk=step_run_id, status=StepStatus.WAITING_APPROVAL).update(
+            status=StepStatus.RUNNING,
+            lease_owner=owner,
+            lease_expires_at=now + timedelta(seconds=lease_seconds()),
+            updated_at=now,
+        )
+        if claimed != 1:
+            return
+        _sync_run_status(locked)
     step_run = StepRun.objects.select_related(*_STEP_RELATED).get(pk=step_run_id)
     run = step_run.run
     heartbeat.hold(step_run.pk, owner)

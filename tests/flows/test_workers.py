@@ -94,6 +94,8 @@ def test_an_approval_gate_resumes_on_a_real_worker(
     )
     [request_id] = gate.approval_request_ids
     assert ApprovalRequest.objects.get(pk=request_id).status == "pending"
+    # Recorded in the gate's transaction: nothing else of the run is running or queued.
+    assert Run.objects.get(pk=run.pk).status == "waiting_approval"
     scenarios.decide(request_id, "approved")
     scenarios.decide(request_id, "approved")
     run = wait_run(run, worker=shared_worker)
