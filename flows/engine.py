@@ -1371,7 +1371,9 @@ def step_resume(*, step_run_id: int) -> None:
 
 
 def _resume_attempt(step_run: StepRun, run: Run, outcomes: dict[int, dict], started) -> Outcome:
-    from agents.runtime.turn import ApprovalDecision, Resume, run_agent_turn
+    from agents.runtime.resume import decisions_for
+    from agents.runtime.turn import Resume, run_agent_turn
+    from governance.approval_port import ApprovalOutcome
 
     definition = definition_of(run)
     spec = _spec_of(definition, step_run)
@@ -1406,7 +1408,6 @@ def _resume_attempt(step_run: StepRun, run: Run, outcomes: dict[int, dict], star
             error_kind="rejected",
         )
     turn = AgentTurn.objects.get(pk=step_run.turn_id)
-    by_request = {entry["approval_request_id"]: entry for entry in turn.pending}
     if spec.kind == "tool":
         entry = next(iter(turn.pending))
         decision = outcomes.get(entry["approval_request_id"], {})
@@ -1419,15 +1420,16 @@ def _resume_attempt(step_run: StepRun, run: Run, outcomes: dict[int, dict], star
             )
         arguments = decision.get("arguments") or entry["arguments"]
         return _execute_tool(step_run, run, spec, arguments, approved=entry)
-    decisions = {
-        by_request[request_id]["tool_call_id"]: ApprovalDecision(
-            approved=o["status"] == "approved",
+    read = {
+        request_id: ApprovalOutcome(
+            request_id=request_id,
+            status=o["status"],
             arguments=o.get("arguments"),
             comment=o.get("comment") or "",
         )
         for request_id, o in outcomes.items()
-        if request_id in by_request
     }
+    decisions = decisions_for(read, turn.pending)
     try:
         result = run_agent_turn(
             agent_version=None, resume=Resume(turn_id=turn.pk, decisions=decisions)

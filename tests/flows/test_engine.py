@@ -665,3 +665,52 @@ def test_cancel_of_a_run_waiting_for_approval_cancels_it_and_its_request(
     assert (steps["gate"].status, steps["publish"].status) == ("cancelled", "cancelled")
     assert ApprovalRequest.objects.get(pk=request_id).status == "cancelled"
     assert not tool_server.requests
+
+
+@pytest.mark.parametrize(
+    ("ending", "told"),
+    [("expired", "expired"), ("cancelled", "cancelled: the tool was retired")],
+)
+def test_an_agent_step_whose_approval_expired_or_was_cancelled_tells_the_model_why(
+    project, admin_user, world, pump, tool_server, ending, told
+):
+    # The same decisions as a standalone turn (agents.runtime.resume.decisions_for).
+    from django.test import TestCase
+    from django.utils import timezone
+
+    from agents.models import AgentTurn
+    from approvals.services import approval_cancel, approvals_expire
+
+    guarded_agent(
+        project,
+        admin_user,
+        script={
+            "responses": [
+                {"tool_calls": [{"name": "effect", "arguments": {"op": "big"}}]},
+                {"text": "gave up"},
+            ]
+        },
+    )
+    run = start(
+        project, admin_user, "steps:\n  - {id: pay, kind: agent, agent: guard, input: pay}\n"
+    )
+    pump.run()
+    [request_id] = steps_of(run)["pay"].approval_request_ids
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        if ending == "expired":
+            ApprovalRequest.objects.filter(pk=request_id).update(expires_at=timezone.now())
+            assert approvals_expire() == 1
+        else:
+            approval_cancel(request_ids=[request_id], reason="the tool was retired")
+    pump.run()
+    run.refresh_from_db()
+    assert (run.status, run.output) == ("succeeded", {"pay": "gave up"}), run.error
+    turn = AgentTurn.objects.get(pk=steps_of(run)["pay"].turn_id)
+    returned = [
+        part.get("content")
+        for message in turn.messages
+        for part in message["parts"]
+        if part.get("part_kind") == "tool-return"
+    ]
+    assert returned == [f"Denied by the approver: {told}"]
+    assert not tool_server.requests
