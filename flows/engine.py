@@ -15,6 +15,8 @@ The rules (see docs/architecture.md, "Flows"):
   and every attempt's times recorded), then the fallback agent, then the run fails: the
   pending steps are cancelled, and once nothing runs, the compensations (``on_failure``)
   of the completed steps run one by one in reverse completion order.
+- Cancel does the same; a running agent step stops at its next call boundary (its turn's
+  ``should_stop`` reads ``Run.cancel_requested`` before each model request and tool call).
 - Approvals: a parked agent turn, a tool call waiting for approval or an approval step
   leaves the step ``waiting_approval``; ``approval_decided`` queues ``step_resume`` once
   every request is final, which claims the step (conditional UPDATE) and continues it.
@@ -616,14 +618,30 @@ def _execute_agent(step_run: StepRun, run: Run, spec, text: str) -> Outcome:
         run_id=str(run.pk),
         step_id=str(step_run.pk),
         user=run.started_by,
+        should_stop=_cancel_check(run.pk),
     )
     return _turn_outcome(result)
 
 
+def _cancel_check(run_id: int):
+    """The ``should_stop`` of a step's agent turn: "the run was cancelled" once
+    ``run_cancel`` marked the run (one indexed read per model request / tool call)."""
+
+    def should_stop() -> str | None:
+        requested = Run.objects.filter(pk=run_id).values_list("cancel_requested", flat=True)
+        return "the run was cancelled" if requested.first() else None
+
+    return should_stop
+
+
 def _turn_outcome(result) -> Outcome:
+    from agents.runtime.context import STOPPED_RULE
+
     base = {"cost_usd": result.cost_usd, "turn_id": result.turn_id, "events": result.events}
     if result.status == "completed":
         return Outcome("succeeded", output=result.output, **base)
+    if result.status == "failed" and result.rule == STOPPED_RULE:
+        return Outcome("cancelled", error=result.reason, **base)
     if result.status == "parked":
         return Outcome(
             "waiting_approval", approval_request_ids=list(result.approval_request_ids), **base
@@ -1432,7 +1450,9 @@ def _resume_attempt(step_run: StepRun, run: Run, outcomes: dict[int, dict], star
     decisions = decisions_for(read, turn.pending)
     try:
         result = run_agent_turn(
-            agent_version=None, resume=Resume(turn_id=turn.pk, decisions=decisions)
+            agent_version=None,
+            resume=Resume(turn_id=turn.pk, decisions=decisions),
+            should_stop=_cancel_check(run.pk),
         )
     except ValueError as exc:
         return Outcome("failed", error=str(exc), error_kind="error", turn_id=turn.pk)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -11,6 +12,19 @@ from typing import Any
 from agents.models import AgentTurn, AgentVersion
 from governance.engine import PolicySnapshot
 from governance.pii import PiiPolicy
+
+# The rule of a turn that ended because its ``should_stop`` check said stop.
+STOPPED_RULE = "cancelled"
+
+
+class TurnStopped(Exception):
+    """The turn's ``should_stop`` check answered ``reason`` at a call boundary: nothing
+    more is sent or executed; ``run_agent_turn`` ends the turn failed with rule
+    ``cancelled``."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
 
 
 def args_hash(arguments: Any) -> str:
@@ -28,7 +42,9 @@ class TurnContext:
     ``events`` is the turn's transcript of decisions and calls (JSON-able dicts, also the
     ``agent_run`` command's output); ``pending`` the calls parked for approval;
     ``approved`` the pending entries of a resumed turn, by tool call id; ``depth`` 0 for
-    a turn, 1 for a delegate's turn, and so on.
+    a turn, 1 for a delegate's turn, and so on; ``should_stop`` (optional) is asked
+    before each model request and each tool call (``stop_check``) and answers a reason
+    to stop, or ``None``.
     """
 
     version: AgentVersion
@@ -57,6 +73,7 @@ class TurnContext:
     grants: dict[str, Any] = field(default_factory=dict)
     user_role: str | None = None
     budgets: list[Any] | None = None
+    should_stop: Callable[[], str | None] | None = None
 
     @property
     def root_id(self) -> int:
@@ -74,3 +91,39 @@ class TurnContext:
         """A call id unique per turn, run and step: the budget reservation, the cost entry
         and the idempotency key of the call."""
         return f"{kind}:{self.run_id}:{self.step_id or '-'}:{self.turn.pk}:{index}"
+
+    def stop_check(self, boundary: str, **data: Any) -> None:
+        """Ask ``should_stop`` at a call boundary (``boundary``: ``model`` before a model
+        request, ``tool`` before a tool call; ``data`` names the call). When it answers a
+        reason: audit ``agent.turn.stopped`` (actor: the agent version) and raise
+        ``TurnStopped``. Without ``should_stop``: nothing (no query)."""
+        if self.should_stop is None:
+            return
+        reason = self.should_stop()
+        if not reason:
+            return
+        from controlplane.context import ACTOR_AGENT_VERSION, Actor
+        from governance.services import audit_record
+
+        version = self.version
+        payload = {
+            "turn_id": self.turn.pk,
+            "run_id": self.run_id,
+            "step_id": self.step_id,
+            "boundary": boundary,
+            "reason": reason,
+            **data,
+        }
+        audit_record(
+            action="agent.turn.stopped",
+            obj=version,
+            project=self.project,
+            data=payload,
+            actor=Actor(
+                kind=ACTOR_AGENT_VERSION,
+                name=f"agent:{version.agent.slug}@v{version.number}",
+                ref=str(version.pk),
+            ),
+        )
+        self.events.append({"event": "agent.turn.stopped", **payload})
+        raise TurnStopped(reason)

@@ -105,6 +105,7 @@ class DelegateToolset(AbstractToolset[Any]):
             pii=turn.pii,
             depth=turn.depth + 1,
             root_turn_id=turn.root_id,
+            should_stop=turn.should_stop,
         )
         return self._answer(slug, tool_call_id, result)
 
@@ -132,6 +133,7 @@ class DelegateToolset(AbstractToolset[Any]):
                     pii=turn.pii,
                     depth=turn.depth + 1,
                     root_turn_id=turn.root_id,
+                    should_stop=turn.should_stop,
                 )
             except ValueError:
                 child.refresh_from_db()

@@ -2,7 +2,8 @@
 
 ``ConnectorToolset`` lists an agent version's granted tools and executes them through
 ``agents.connectors.tool_invoke`` (HTTP, MCP, built-in), ungoverned; ``GovernedToolset``
-wraps it with the governed call path: the decision (``agents.governed.decide_for_version``:
+wraps it with the governed call path: the turn's stop check (``TurnContext.stop_check``:
+``TurnStopped``, nothing executed) -> the decision (``agents.governed.decide_for_version``:
 schema, grant, CEL rules, breaker, caps, rate limit) audited with its rule -> invalid
 arguments: the model is asked to retry -> deny: a refusal as the tool result -> PII scan of
 the arguments (``tool_input``) -> require_approval: an approval request through
@@ -176,6 +177,7 @@ class GovernedToolset(WrapperToolset[Any]):
 
     def _call(self, name: str, arguments: dict, tool_call_id: str, approved: bool) -> Any:
         turn = self.ctx
+        turn.stop_check("tool", tool=name, tool_call_id=tool_call_id)  # TurnStopped
         turn.tool_calls += 1
         if approved:
             bound = turn.approved.get(tool_call_id)

@@ -332,3 +332,63 @@ def test_heartbeats_keep_the_lease_of_a_step_running_longer_than_the_lease(
         1,
         ["succeeded"],
     )
+
+
+# --- cancel at the next call boundary -------------------------------------------------------
+
+AGENT_HELD = """
+steps:
+  - id: reserve
+    kind: tool
+    tool: effect
+    agent: operator
+    arguments: {op: reserve}
+    on_failure: [{id: unreserve, kind: tool, tool: effect, agent: operator, arguments: {op: unreserve}}]
+  - {id: work, kind: agent, agent: worker-bee, depends_on: [reserve], input: go}
+"""
+
+
+def test_cancel_stops_a_running_agent_step_at_its_next_call(
+    project, admin_user, world, tool_server, shared_worker
+):
+    from flows.services import run_cancel
+    from governance.models import AuditEvent
+
+    from .conftest import make_agent
+
+    make_agent(
+        project,
+        admin_user,
+        "worker-bee",
+        script={
+            "responses": [
+                {
+                    "tool_calls": [
+                        {"name": "hold-before", "arguments": {"op": "first"}},
+                        {"name": "effect", "arguments": {"op": "second"}},
+                    ]
+                },
+                {"tool_calls": [{"name": "effect", "arguments": {"op": "third"}}]},
+                {"text": "all done"},
+            ]
+        },
+        grants=[{"tool": "hold-before"}, {"tool": "effect"}],
+    )
+    run = start(project, admin_user, AGENT_HELD)
+    assert tool_server.held.wait(120), shared_worker.output()  # the first call is held
+    run_cancel(run=run, actor=admin_user)
+    assert Run.objects.get(pk=run.pk).status == "running"  # the agent step still runs
+    tool_server.release()
+    run = wait_run(run, worker=shared_worker)
+    assert run.status == "cancelled", run.error
+    work = StepRun.objects.get(run=run, step_id="work")
+    assert (work.status, work.error) == ("cancelled", "the run was cancelled")
+    # The held call finished; the later ones never reached the server; compensated.
+    ops = [r["body"].get("op") for r in tool_server.requests]
+    assert ops == ["reserve", "first", "unreserve"]
+    stopped = AuditEvent.objects.get(action="agent.turn.stopped", data__run_id=str(run.pk))
+    assert (stopped.data["boundary"], stopped.data["tool"]) == ("tool", "effect")
+    assert stopped.actor_kind == "agent_version"
+    assert AuditEvent.objects.filter(
+        action="agent.turn.failed", data__run_id=str(run.pk), data__rule="cancelled"
+    ).exists()
