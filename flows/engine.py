@@ -26,7 +26,9 @@ The rules (see docs/architecture.md, "Flows"):
 Side effects and idempotency: a tool step executes through the governed call path of
 ``agents.runtime.toolset`` inside one ``AgentTurn`` created at its first attempt and
 reused by every later attempt, so the idempotency key (run, step run, turn, call) and the
-cost entry's call id are the same when a step runs again after a crash.
+cost entry's call id are the same when a step runs again after a crash. An agent step's
+turn gets ``key_scope`` (run, step run): its tool calls' keys come from the scope, the
+tool, the arguments and their occurrence, so a turn run again after a crash repeats them.
 """
 
 from __future__ import annotations
@@ -619,8 +621,15 @@ def _execute_agent(step_run: StepRun, run: Run, spec, text: str) -> Outcome:
         step_id=str(step_run.pk),
         user=run.started_by,
         should_stop=_cancel_check(run.pk),
+        key_scope=_key_scope(run, step_run),
     )
     return _turn_outcome(result)
+
+
+def _key_scope(run: Run, step_run: StepRun) -> str:
+    """The idempotency scope of an agent step's tool calls: the same at every attempt of
+    the step run, so a turn run again after a crash sends the keys it sent before."""
+    return f"flow-run:{run.pk}:step-run:{step_run.pk}"
 
 
 def _cancel_check(run_id: int):
@@ -1453,6 +1462,7 @@ def _resume_attempt(step_run: StepRun, run: Run, outcomes: dict[int, dict], star
             agent_version=None,
             resume=Resume(turn_id=turn.pk, decisions=decisions),
             should_stop=_cancel_check(run.pk),
+            key_scope=_key_scope(run, step_run),
         )
     except ValueError as exc:
         return Outcome("failed", error=str(exc), error_kind="error", turn_id=turn.pk)

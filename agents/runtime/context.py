@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -44,7 +45,8 @@ class TurnContext:
     ``approved`` the pending entries of a resumed turn, by tool call id; ``depth`` 0 for
     a turn, 1 for a delegate's turn, and so on; ``should_stop`` (optional) is asked
     before each model request and each tool call (``stop_check``) and answers a reason
-    to stop, or ``None``.
+    to stop, or ``None``; ``key_scope`` (optional, e.g. ``flow-run:7:step:42``) makes
+    tool calls' idempotency keys independent of the turn (``tool_key_source``).
     """
 
     version: AgentVersion
@@ -74,6 +76,9 @@ class TurnContext:
     user_role: str | None = None
     budgets: list[Any] | None = None
     should_stop: Callable[[], str | None] | None = None
+    key_scope: str = ""
+    # Executed calls per (tool name, arguments hash): the occurrence in key_scope's keys.
+    call_occurrences: Counter = field(default_factory=Counter)
 
     @property
     def root_id(self) -> int:
@@ -91,6 +96,21 @@ class TurnContext:
         """A call id unique per turn, run and step: the budget reservation, the cost entry
         and the idempotency key of the call."""
         return f"{kind}:{self.run_id}:{self.step_id or '-'}:{self.turn.pk}:{index}"
+
+    def tool_key_source(self, name: str, arguments: Any, tool_call_id: str) -> str:
+        """What the idempotency key of an executed tool call hashes. Without ``key_scope``
+        (a standalone turn): ``call_id("tool", tool_call_id)`` (run, step, turn, call id).
+        With it: ``tool:<key_scope>:<name>:<args_hash>:<n>``, ``n`` counting this turn's
+        earlier executed calls of the same tool with the same arguments; so a turn run
+        again for the same scope (a flow step re-run after its worker died) repeats the
+        keys of the calls it repeats, whatever the model's call ids and whatever other
+        calls it makes before them. Counts the call: ask once per execution."""
+        if not self.key_scope:
+            return self.call_id("tool", tool_call_id)
+        digest = args_hash(arguments)
+        occurrence = self.call_occurrences[(name, digest)]
+        self.call_occurrences[(name, digest)] += 1
+        return f"tool:{self.key_scope}:{name}:{digest}:{occurrence}"
 
     def stop_check(self, boundary: str, **data: Any) -> None:
         """Ask ``should_stop`` at a call boundary (``boundary``: ``model`` before a model

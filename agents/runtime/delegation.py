@@ -106,6 +106,11 @@ class DelegateToolset(AbstractToolset[Any]):
             depth=turn.depth + 1,
             root_turn_id=turn.root_id,
             should_stop=turn.should_stop,
+            key_scope=(
+                turn.tool_key_source(delegate_tool_name(slug), {"input": text}, tool_call_id)
+                if turn.key_scope
+                else ""
+            ),
         )
         return self._answer(slug, tool_call_id, result)
 
@@ -134,6 +139,7 @@ class DelegateToolset(AbstractToolset[Any]):
                     depth=turn.depth + 1,
                     root_turn_id=turn.root_id,
                     should_stop=turn.should_stop,
+                    key_scope=f"{turn.key_scope}:delegate:{child.pk}" if turn.key_scope else "",
                 )
             except ValueError:
                 child.refresh_from_db()

@@ -65,10 +65,19 @@ def provider_tool_names(names) -> dict[str, str]:
     return aliases
 
 
-def idempotency_key(ctx: TurnContext, tool_call_id: str) -> str:
+def idempotency_key(
+    ctx: TurnContext, tool_call_id: str, name: str = "", arguments: Any = None
+) -> str:
     """The key sent with a tool call: SHA-256 of (run, step, turn, tool call id), so a
-    retried step repeats the same key and the tool can drop the duplicate."""
-    return hashlib.sha256(ctx.call_id("tool", tool_call_id).encode()).hexdigest()
+    retried step repeats the same key and the tool can drop the duplicate; with the
+    call's tool ``name`` and ``arguments`` in a turn with a ``key_scope`` (a flow's agent
+    step), of (scope, name, arguments hash, occurrence): ``TurnContext.tool_key_source``."""
+    source = (
+        ctx.tool_key_source(name, arguments, tool_call_id)
+        if name
+        else ctx.call_id("tool", tool_call_id)
+    )
+    return hashlib.sha256(source.encode()).hexdigest()
 
 
 @dataclass
@@ -277,7 +286,7 @@ class GovernedToolset(WrapperToolset[Any]):
             tool=tool,
             arguments=arguments,
             timeout_seconds=tool.timeout_seconds,
-            idempotency_key=idempotency_key(turn, tool_call_id),
+            idempotency_key=idempotency_key(turn, tool_call_id, name, arguments),
         )
         output: Any = result.output if result.ok else {"error": result.error}
         entities: list[str] = []

@@ -175,6 +175,7 @@ def run_agent_turn(
     depth: int = 0,
     root_turn_id: int | None = None,
     should_stop: Callable[[], str | None] | None = None,
+    key_scope: str = "",
 ) -> TurnResult:
     """Run one turn of ``agent_version`` on ``input`` through governance and return how it
     ended (``TurnResult``); never raises for a refused or failed call.
@@ -191,7 +192,12 @@ def run_agent_turn(
     before each model request and each tool call, its delegates' too; a non-empty answer
     (the reason) stops the turn there: nothing further is sent or executed, the stop is
     audited ``agent.turn.stopped`` and the turn ends ``failed`` with rule ``cancelled``
-    (a call already under way finishes first). Sync: call it from a
+    (a call already under way finishes first). ``key_scope``: tool calls' idempotency
+    keys from the scope, the tool, its arguments and their occurrence instead of the turn
+    (``TurnContext.tool_key_source``; a flow step passes its run and step run, so a turn
+    run again after a crash repeats its keys; a resumed turn's scope gets the turn and
+    its model request count added, so calls after an approval never reuse the keys of
+    calls made before it). Sync: call it from a
     worker or a management command, not from a running event loop.
     """
     deferred = None
@@ -246,6 +252,11 @@ def run_agent_turn(
         depth=depth,
         root_turn_id=root_turn_id,
         should_stop=should_stop,
+        key_scope=(
+            f"{key_scope}:resumed:{turn.pk}:{turn.model_requests}"
+            if key_scope and resume is not None
+            else key_scope
+        ),
     )
     if resume is not None:
         ctx.approved = {entry["tool_call_id"]: entry for entry in turn.pending}

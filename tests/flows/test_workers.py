@@ -11,6 +11,7 @@ import pytest
 from django.conf import settings as django_settings
 from kombu import Connection
 
+from agents.models import AgentTurn
 from approvals.models import ApprovalRequest
 from flows import engine
 from flows.models import Run, StepRun
@@ -392,3 +393,76 @@ def test_cancel_stops_a_running_agent_step_at_its_next_call(
     assert AuditEvent.objects.filter(
         action="agent.turn.failed", data__run_id=str(run.pk), data__rule="cancelled"
     ).exists()
+
+
+# --- an agent step re-run after a crash keeps its tool calls' idempotency keys -------------
+
+AGENT_CRASH = """
+steps:
+  - {id: before, kind: tool, tool: echo, agent: operator, arguments: {text: first}}
+  - {id: pay, kind: agent, agent: payer, depends_on: [before], input: pay}
+"""
+
+
+@pytest.mark.parametrize("tool", ["hold-before", "hold-after"])
+def test_an_agent_step_rerun_after_its_worker_was_killed_sends_the_same_keys(
+    project, admin_user, world, tool_server, tmp_path, settings, tool
+):
+    from .conftest import make_agent
+
+    make_agent(
+        project,
+        admin_user,
+        "payer",
+        script={
+            "responses": [
+                {"tool_calls": [{"name": "echo", "arguments": {"text": "look"}}]},
+                {"tool_calls": [{"name": tool, "arguments": {"op": "pay"}}]},
+                {"text": "paid"},
+            ]
+        },
+        grants=[{"tool": "echo"}, {"tool": tool}],
+    )
+    lease = {"FLOWS_LEASE_SECONDS": "2"}
+    first = start_worker(tmp_path, settings, **lease)
+    second = None
+    try:
+        run = start(project, admin_user, AGENT_CRASH)
+        assert tool_server.held.wait(120), first.output()
+        pay = StepRun.objects.get(run=run, step_id="pay")
+        assert pay.status == "running" and pay.lease_owner
+        first_turn = AgentTurn.objects.get(run_id=str(run.pk), step_id=str(pay.pk))
+        first.kill()
+        tool_server.release()
+        if tool == "hold-after":
+            assert len(tool_server.effects) == 1  # happened before the crash
+        else:
+            time.sleep(0.5)
+            assert not tool_server.effects  # the killed caller never completed it
+
+        settings.FLOWS_TASK_QUEUE = first.queue
+        second = Worker(first.queue, tmp_path / "second.log", **lease)
+
+        def finished():
+            engine.sweep()  # what beat does: requeue the step whose lease expired
+            fresh = Run.objects.get(pk=run.pk)
+            return fresh if fresh.is_final else None
+
+        run = wait_for(finished, worker=second, every=0.5)
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+    assert run.status == "succeeded", run.error
+    assert run.output == {"pay": "paid"}
+    pay = StepRun.objects.get(run=run, step_id="pay")
+    assert [a["status"] for a in pay.attempts] == ["lease_expired", "succeeded"]
+    assert pay.turn_id != first_turn.pk  # the step ran its agent turn again
+    pay_requests = [r for r in tool_server.requests if r["body"].get("op") == "pay"]
+    assert len(pay_requests) == 2
+    assert len({r["key"] for r in pay_requests}) == 1  # the same idempotency key
+    assert len(tool_server.effects) == 1  # the side effect happened exactly once
+    # No cost entry twice for one call (the ledger is idempotent by call id).
+    call_ids = list(CostEntry.objects.filter(run_id=str(run.pk)).values_list("call_id", flat=True))
+    assert len(call_ids) == len(set(call_ids))
+    assert not CostEntry.objects.filter(run_id=str(run.pk), kind="tool", step_id=str(pay.pk))
