@@ -11,6 +11,12 @@ text: 2 model requests + 3 tool calls = 5 governed calls) run
 
 Overhead per governed call = (governed turn - ungoverned p50) / 5, reported as p50 and
 p99 over the iterations (``overhead_p50_ms``, ``overhead_p99_ms`` per configuration).
+
+Also reported: the durable commits one governed turn makes (``commits_per_turn``), the
+latency of the cheapest durable write on the database (``durable_write``, see
+``bench.common.durable_write_latency_ms``), and what the commits alone cost per call, as
+built and at the design's minimum (``MIN_COMMITS_PER_TURN``): the floor under the
+overhead whatever the code around them does.
 The issue's target: p50 <= 3 ms and p99 <= 15 ms with PII off on PostgreSQL. Run with
 ``DATABASE_URL=postgres://.../bench_governed`` for PostgreSQL (a scratch database).
 """
@@ -25,7 +31,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import percentile, print_table, setup_django  # noqa: E402
+from bench.common import (  # noqa: E402
+    commits_in,
+    durable_write_latency_ms,
+    percentile,
+    print_table,
+    setup_django,
+)
 
 SCRIPT = {
     "responses": [
@@ -40,6 +52,10 @@ SCRIPT = {
     ]
 }
 GOVERNED_CALLS = 5
+# Durable commits the design cannot do without in this turn: each model call's budget
+# reservation (before the request) and settlement (after), each tool call's decision
+# (before the tool runs); the tool outcomes and the turn's end can ride along with them.
+MIN_COMMITS_PER_TURN = 2 * 2 + 3
 
 
 def build():
@@ -112,6 +128,18 @@ def governed_runner(version, *, pii: bool):
     return run
 
 
+def turn_commits(version) -> int:
+    """Durable commits of one governed turn (PII off), counted from the queries."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    run = governed_runner(version, pii=False)
+    run()
+    with CaptureQueriesContext(connection) as captured:
+        run()
+    return commits_in(captured.captured_queries)
+
+
 def timed(run, iterations: int, warmup: int) -> list[float]:
     for _ in range(warmup):
         run()
@@ -143,6 +171,16 @@ def main() -> None:
             "turn_p99_ms": round(percentile(baseline, 0.99), 3),
         },
     }
+    result["commits_per_turn"] = turn_commits(version)
+    floor = durable_write_latency_ms()
+    result["durable_write"] = floor
+    # What the turn's commits alone cost per governed call, as built and at the minimum.
+    result["commit_floor_per_call_p50_ms"] = round(
+        result["commits_per_turn"] * floor["p50_ms"] / GOVERNED_CALLS, 3
+    )
+    result["min_commit_floor_per_call_p50_ms"] = round(
+        MIN_COMMITS_PER_TURN * floor["p50_ms"] / GOVERNED_CALLS, 3
+    )
     configurations = [("governed_pii_off", False, args.iterations)]
     configurations.append(("governed_pii_on", True, args.pii_iterations))
     for name, pii, iterations in configurations:
@@ -158,7 +196,16 @@ def main() -> None:
     if args.json:
         print(json.dumps(result, indent=2))
         return
-    rows = [("ungoverned turn p50 (ms)", f"{result['ungoverned']['turn_p50_ms']:.3f}")]
+    rows = [
+        ("ungoverned turn p50 (ms)", f"{result['ungoverned']['turn_p50_ms']:.3f}"),
+        ("durable write (commit) p50 (ms)", f"{floor['p50_ms']:.3f}"),
+        ("commits per governed turn", str(result["commits_per_turn"])),
+        ("their cost per call p50 (ms)", f"{result['commit_floor_per_call_p50_ms']:.3f}"),
+        (
+            f"floor per call at {MIN_COMMITS_PER_TURN} commits (ms)",
+            f"{result['min_commit_floor_per_call_p50_ms']:.3f}",
+        ),
+    ]
     for name, _, _ in configurations:
         data = result[name]
         rows += [

@@ -40,6 +40,7 @@ import random
 import secrets
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -77,7 +78,7 @@ from flows.models import (
     StepStatus,
     TriggerKind,
 )
-from governance.services import audit_record
+from governance.services import audit_batch, audit_record
 
 logger = logging.getLogger(__name__)
 
@@ -390,6 +391,11 @@ class Outcome:
     approval_request_ids: list[int] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
     items: list[Any] | None = None
+    input: Any = None  # the step's rendered input, stored with the outcome when given
+    turn_update: dict[str, Any] | None = None  # fields of the AgentTurn to store with it
+    # Writes of the governed call path to run in the recording transaction (a tool step's
+    # execution outcome: breaker count and tool.executed audit event).
+    writes: list[Callable[[], None]] = field(default_factory=list)
 
 
 class _Heartbeat:
@@ -440,15 +446,23 @@ def _owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
-# What an attempt reads with its step run, in the same query.
-_STEP_RELATED = (
-    "run__flow_version",
-    "run__flow",
-    "run__project",
-    "run__started_by",
-    "agent_version__agent__project",
-    "agent_version__model_endpoint",
-)
+# What an attempt reads with its step run, in the same query: few joins (a ten-table join
+# cost PostgreSQL ~5 ms to plan at every step); the flow (named only when the run ends) and
+# the model endpoint (agent steps only) load when used, the run's project is the agent's.
+_STEP_RELATED = ("run__flow_version", "run__started_by", "agent_version__agent__project")
+# ... and not the flow version's definition and source: parsed once per process from their
+# own query (``_definition``), and long for a long flow.
+_STEP_DEFERRED = ("run__flow_version__definition", "run__flow_version__source")
+
+
+def _load_step_run(step_run_id: int) -> StepRun:
+    step_run = (
+        StepRun.objects.select_related(*_STEP_RELATED).defer(*_STEP_DEFERRED).get(pk=step_run_id)
+    )
+    version, run = step_run.agent_version, step_run.run
+    if version is not None and version.agent.project_id == run.project_id:
+        run.project = version.agent.project
+    return step_run
 
 
 def step_execute(*, step_run_id: int) -> None:
@@ -470,7 +484,7 @@ def step_execute(*, step_run_id: int) -> None:
     )
     if claimed != 1:
         return
-    step_run = StepRun.objects.select_related(*_STEP_RELATED).get(pk=step_run_id)
+    step_run = _load_step_run(step_run_id)
     run = step_run.run
     if not step_run.compensates and (run.cancel_requested or run.is_final):
         _record(step_run, owner, Outcome("cancelled", error="the run was cancelled"), now)
@@ -666,35 +680,45 @@ def _turn_outcome(result) -> Outcome:
 TOOL_CALL_ID = "step"
 
 
-def _tool_turn(step_run: StepRun, run: Run, spec, arguments: dict) -> AgentTurn:
-    """The step's ``AgentTurn``: created at the first attempt (and committed before the
-    call), the same one at every later attempt, so the call's idempotency key is stable."""
+def _tool_turn(step_run: StepRun, run: Run, arguments: dict) -> AgentTurn:
+    """The step's ``AgentTurn``: created at the first attempt (committed before the call),
+    the same one at every later attempt, so the call's idempotency key is stable. A retry
+    finds it by the id its failed attempt recorded; an attempt after a worker died
+    mid-call (nothing recorded) by the run and step ids the turn carries."""
+    turn = None
     if step_run.turn_id:
         turn = AgentTurn.objects.filter(pk=step_run.turn_id).first()
-        if turn is not None:
-            return turn
-    turn = AgentTurn.objects.create(
-        agent_version=step_run.agent_version,
-        run_id=str(run.pk),
-        step_id=str(step_run.pk),
-        user=run.started_by,
-        input=json.dumps(arguments, default=str)[:10000],
-    )
-    StepRun.objects.filter(pk=step_run.pk).update(turn_id=turn.pk, input=arguments)
+    elif step_run.attempt > 1:
+        turn = (
+            AgentTurn.objects.filter(run_id=str(run.pk), step_id=str(step_run.pk))
+            .order_by("pk")
+            .first()
+        )
+    if turn is None:
+        turn = AgentTurn.objects.create(
+            agent_version=step_run.agent_version,
+            run_id=str(run.pk),
+            step_id=str(step_run.pk),
+            user=run.started_by,
+            input=json.dumps(arguments, default=str)[:10000],
+        )
     step_run.turn_id = turn.pk
     return turn
 
 
 def _tool_context(step_run: StepRun, run: Run, turn: AgentTurn):
+    """The ``TurnContext`` of a tool step: as an agent turn's, with the version's grants
+    (tools loaded) and the user's role read once."""
     from agents.governed import version_policy
     from agents.runtime.context import TurnContext
+    from agents.runtime.turn import user_role, version_grants
 
     version = step_run.agent_version
     if version is None or not AgentVersion.agent.is_cached(version):
-        version = AgentVersion.objects.select_related("agent__project", "model_endpoint").get(
+        version = AgentVersion.objects.select_related("agent__project").get(
             pk=step_run.agent_version_id
         )
-    return TurnContext(
+    ctx = TurnContext(
         version=version,
         turn=turn,
         policy=version_policy(version),
@@ -702,6 +726,9 @@ def _tool_context(step_run: StepRun, run: Run, turn: AgentTurn):
         step_id=str(step_run.pk),
         user=run.started_by,
     )
+    ctx.grants = version_grants(version)
+    ctx.user_role = user_role(version, ctx.user)
+    return ctx
 
 
 def _execute_tool(
@@ -723,14 +750,27 @@ def _execute_tool(
         return Outcome(
             "failed", error="the arguments must render to an object", error_kind="template"
         )
-    tool = Tool.objects.filter(project_id=run.project_id, name=spec.tool).first()
+    turn = _tool_turn(step_run, run, arguments)
+    ctx = _tool_context(step_run, run, turn)
+    grant = ctx.grants.get(spec.tool)
+    tool = (
+        grant.tool
+        if grant is not None
+        else Tool.objects.filter(project_id=run.project_id, name=spec.tool).first()
+    )
     if tool is None:
         return Outcome("failed", error=f"no tool {spec.tool!r}", error_kind="policy")
-    turn = _tool_turn(step_run, run, spec, arguments)
-    ctx = _tool_context(step_run, run, turn)
     toolset = GovernedToolset(ConnectorToolset(tools={tool.name: tool}, ctx=ctx), ctx=ctx)
     if approved is not None:
         ctx.approved = {TOOL_CALL_ID: approved}
+    # The execution's outcome (breaker, tool.executed) commits with the step's record.
+    ctx.deferred_writes = []
+    base = {
+        "turn_id": turn.pk,
+        "events": ctx.events,
+        "input": arguments,
+        "writes": ctx.deferred_writes,
+    }
     try:
         output = toolset._call(tool.name, dict(arguments), TOOL_CALL_ID, approved is not None)
     except ApprovalRequired:
@@ -738,15 +778,10 @@ def _execute_tool(
         turn.pending = ctx.pending
         turn.save(update_fields=["status", "pending", "updated_at"])
         ids = [entry["approval_request_id"] for entry in ctx.pending]
-        return Outcome(
-            "waiting_approval", approval_request_ids=ids, turn_id=turn.pk, events=ctx.events
-        )
+        return Outcome("waiting_approval", approval_request_ids=ids, **base)
     except ModelRetry as exc:
-        return Outcome(
-            "failed", error=str(exc), error_kind="policy", turn_id=turn.pk, events=ctx.events
-        )
+        return Outcome("failed", error=str(exc), error_kind="policy", **base)
     executed = [e for e in ctx.events if e["event"] == "tool.executed"]
-    base = {"turn_id": turn.pk, "events": ctx.events}
     if not executed:
         return Outcome("failed", error=str(output), error_kind="policy", **base)
     if not executed[-1].get("ok"):
@@ -770,11 +805,13 @@ def _execute_tool(
             step_id=str(step_run.pk),
         )
         cost = Decimal(entry.cost_usd)
-    turn.status = TurnStatus.COMPLETED
-    turn.output = json.dumps(output, default=str)[:10000]
-    turn.tool_calls += 1
-    turn.save(update_fields=["status", "output", "tool_calls", "updated_at"])
-    return Outcome("succeeded", output=output, cost_usd=cost, **base)
+    # The turn completes in the transaction that records the step (one commit less).
+    completed = {
+        "status": TurnStatus.COMPLETED,
+        "output": json.dumps(output, default=str)[:10000],
+        "tool_calls": turn.tool_calls + 1,
+    }
+    return Outcome("succeeded", output=output, cost_usd=cost, turn_update=completed, **base)
 
 
 def _execute_router(step_run: StepRun, run: Run, spec: RouterStep, context) -> Outcome:
@@ -864,69 +901,87 @@ def retry_delay_seconds(retries, failures: int, rand: random.Random | None = Non
 
 
 def _record(step_run: StepRun, owner: str, outcome: Outcome, started: datetime) -> None:
-    """Record one attempt's outcome and move the run forward, in one transaction."""
+    """Record one attempt's outcome and move the run forward, in one transaction: first
+    the writes the attempt's governed call deferred (its execution outcome), then, if the
+    step run is still ours, its new state, spans and dependents; the audit events of all
+    of it are appended together at the end (one chain-head lock, taken last)."""
     loaded = step_run.run if StepRun.run.is_cached(step_run) else None
-    with transaction.atomic():
-        run = Run.objects.select_for_update().get(pk=step_run.run_id)
-        if loaded is not None:
-            run.flow_version, run.flow = loaded.flow_version, loaded.flow
-        fresh = StepRun.objects.select_for_update().filter(pk=step_run.pk).first()
-        if fresh is None or fresh.status != StepStatus.RUNNING or fresh.lease_owner != owner:
-            logger.info("flows: step run %s lost its lease; result dropped", step_run.pk)
-            return
-        step_run = fresh
-        definition = definition_of(run)
-        now = _now()
-        entry = {
-            "attempt": step_run.attempt,
-            "queued_at": _iso(step_run.queued_at),
-            "started_at": started.isoformat(),
-            "finished_at": now.isoformat(),
-            "status": outcome.status,
-            "agent_version": step_run.agent_version_id,
-        }
-        if outcome.error:
-            entry.update(error=outcome.error[:1000], error_kind=outcome.error_kind)
-        step_run.attempts = [*step_run.attempts, entry]
-        step_run.lease_owner = ""
-        step_run.lease_expires_at = None
-        step_run.cost_usd = Decimal(step_run.cost_usd) + outcome.cost_usd
-        if outcome.turn_id:
-            step_run.turn_id = outcome.turn_id
-        spans = _attempt_spans(run, step_run, outcome, started, now)
-        changed = [step_run]
-        if outcome.status == "fanout":
-            _start_map(run, step_run, definition, outcome.items or [], now)
-        elif outcome.status == "cancelled" or (
-            not step_run.compensates and (run.cancel_requested or run.is_final)
-        ):
-            step_run.status = StepStatus.CANCELLED
-            step_run.error = outcome.error or "the run was cancelled"
-            step_run.finished_at = now
-            if outcome.status == "succeeded":
-                step_run.output = outcome.output
-                step_run.status = StepStatus.SUCCEEDED
-        elif outcome.status == "succeeded":
-            step_run.status = StepStatus.SUCCEEDED
+    with audit_batch():
+        for write in outcome.writes:
+            # Whatever happens to the step's record, what the call did is written.
+            write()
+        _record_locked(step_run, loaded, owner, outcome, started)
+
+
+def _record_locked(step_run, loaded, owner: str, outcome: Outcome, started: datetime) -> None:
+    """``_record``'s body (inside its transaction): lock the run, then the step run."""
+    run = Run.objects.select_for_update().get(pk=step_run.run_id)
+    if loaded is not None:
+        run.flow_version = loaded.flow_version
+        if Run.flow.is_cached(loaded):
+            run.flow = loaded.flow
+    # order_by(): the model's ordering would join (and lock) the run again.
+    fresh = StepRun.objects.select_for_update().filter(pk=step_run.pk).order_by().first()
+    if fresh is None or fresh.status != StepStatus.RUNNING or fresh.lease_owner != owner:
+        logger.info("flows: step run %s lost its lease; result dropped", step_run.pk)
+        return
+    step_run = fresh
+    definition = definition_of(run)
+    now = _now()
+    entry = {
+        "attempt": step_run.attempt,
+        "queued_at": _iso(step_run.queued_at),
+        "started_at": started.isoformat(),
+        "finished_at": now.isoformat(),
+        "status": outcome.status,
+        "agent_version": step_run.agent_version_id,
+    }
+    if outcome.error:
+        entry.update(error=outcome.error[:1000], error_kind=outcome.error_kind)
+    step_run.attempts = [*step_run.attempts, entry]
+    step_run.lease_owner = ""
+    step_run.lease_expires_at = None
+    step_run.cost_usd = Decimal(step_run.cost_usd) + outcome.cost_usd
+    if outcome.turn_id:
+        step_run.turn_id = outcome.turn_id
+    if outcome.input is not None:
+        step_run.input = outcome.input
+    if outcome.turn_id and outcome.turn_update:
+        AgentTurn.objects.filter(pk=outcome.turn_id).update(**outcome.turn_update, updated_at=now)
+    spans = _attempt_spans(run, step_run, outcome, started, now)
+    changed = [step_run]
+    if outcome.status == "fanout":
+        _start_map(run, step_run, definition, outcome.items or [], now)
+    elif outcome.status == "cancelled" or (
+        not step_run.compensates and (run.cancel_requested or run.is_final)
+    ):
+        step_run.status = StepStatus.CANCELLED
+        step_run.error = outcome.error or "the run was cancelled"
+        step_run.finished_at = now
+        if outcome.status == "succeeded":
             step_run.output = outcome.output
-            step_run.error = ""
-            step_run.error_kind = ""
-            step_run.finished_at = now
-        elif outcome.status == "waiting_approval":
-            step_run.status = StepStatus.WAITING_APPROVAL
-            step_run.approval_request_ids = outcome.approval_request_ids
-            step_run.approval_outcomes = {}
-        else:
-            _fail_or_retry(run, step_run, definition, outcome, now)
-        step_run.save()
-        if step_run.status in STEP_FINAL:
-            observability.count_steps_final(run.project_id, [(step_run.kind, step_run.status)])
-        Span.objects.bulk_create(spans)
-        if outcome.cost_usd:
-            Run.objects.filter(pk=run.pk).update(cost_usd=F("cost_usd") + outcome.cost_usd)
-        _advance(run, definition, changed)
-        _sync_run_status(run)
-        _export_on_commit(run, [s.span_id for s in spans])
+            step_run.status = StepStatus.SUCCEEDED
+    elif outcome.status == "succeeded":
+        step_run.status = StepStatus.SUCCEEDED
+        step_run.output = outcome.output
+        step_run.error = ""
+        step_run.error_kind = ""
+        step_run.finished_at = now
+    elif outcome.status == "waiting_approval":
+        step_run.status = StepStatus.WAITING_APPROVAL
+        step_run.approval_request_ids = outcome.approval_request_ids
+        step_run.approval_outcomes = {}
+    else:
+        _fail_or_retry(run, step_run, definition, outcome, now)
+    step_run.save()
+    if step_run.status in STEP_FINAL:
+        observability.count_steps_final(run.project_id, [(step_run.kind, step_run.status)])
+    Span.objects.bulk_create(spans)
+    if outcome.cost_usd:
+        Run.objects.filter(pk=run.pk).update(cost_usd=F("cost_usd") + outcome.cost_usd)
+    _advance(run, definition, changed)
+    _sync_run_status(run)
+    _export_on_commit(run, [s.span_id for s in spans])
 
 
 def _fail_or_retry(run: Run, step_run: StepRun, definition, outcome: Outcome, now) -> None:
@@ -1005,29 +1060,45 @@ def _start_map(run: Run, step_run: StepRun, definition, items: list, now) -> Non
     step_run.lease_expires_at = None
 
 
-def _fill_map_slots(map_run: StepRun, spec: MapStep) -> None:
-    children = StepRun.objects.filter(parent=map_run)
-    in_flight = children.filter(
-        Q(status__in=[StepStatus.RUNNING, StepStatus.WAITING_APPROVAL])
-        | Q(status=StepStatus.PENDING, lease_owner=QUEUED)
-    ).count()
+# ``_child_counts`` key of the pending items not queued yet (a free map slot queues them).
+WAITING = "pending-unqueued"
+
+
+def _fill_map_slots(map_run: StepRun, spec: MapStep, counts: dict[str, int]) -> None:
+    """Queue waiting items while fewer than ``max_parallel`` are in flight (``counts``:
+    ``_child_counts`` of ``map_run``)."""
+    waiting_count = counts.get(WAITING, 0)
+    in_flight = (
+        counts.get(StepStatus.RUNNING, 0)
+        + counts.get(StepStatus.WAITING_APPROVAL, 0)
+        + counts.get(StepStatus.PENDING, 0)
+        - waiting_count
+    )
     slots = spec.max_parallel - in_flight
-    if slots > 0:
+    if slots > 0 and waiting_count:
         waiting = list(
-            children.filter(status=StepStatus.PENDING, lease_owner="").order_by("item_index")[
-                :slots
-            ]
+            StepRun.objects.filter(
+                parent=map_run, status=StepStatus.PENDING, lease_owner=""
+            ).order_by("item_index")[:slots]
         )
         _dispatch(waiting)
 
 
 def _child_counts(map_run: StepRun) -> dict[str, int]:
-    return dict(
+    """Items of ``map_run`` by status, and under ``WAITING`` the pending ones not queued
+    (one query)."""
+    counts: dict[str, int] = {}
+    rows = (
         StepRun.objects.filter(parent=map_run)
-        .values("status")
-        .annotate(n=Count("pk"))
-        .values_list("status", "n")
+        .order_by()
+        .values_list("status")
+        .annotate(n=Count("pk"), waiting=Count("pk", filter=Q(lease_owner="")))
     )
+    for status, n, waiting in rows:
+        counts[status] = n
+        if status == StepStatus.PENDING:
+            counts[WAITING] = waiting
+    return counts
 
 
 def _map_check(run: Run, map_run: StepRun, definition, now) -> bool:
@@ -1053,7 +1124,7 @@ def _map_check(run: Run, map_run: StepRun, definition, now) -> bool:
     )
     if open_items:
         if not run.cancel_requested:
-            _fill_map_slots(map_run, spec)
+            _fill_map_slots(map_run, spec, counts)
         return False
     if failed or counts.get(StepStatus.CANCELLED, 0):
         first = (
@@ -1099,12 +1170,16 @@ def _advance(run: Run, definition: FlowDefinition, changed: list[StepRun]) -> No
     branch_of = definition.branch_of()
     failed = False
     dispatched = False
+    open_map = False
     while work:
         step_run = work.pop()
         if step_run.parent_id is not None:
             parent = StepRun.objects.select_for_update().get(pk=step_run.parent_id)
-            if parent.status == StepStatus.RUNNING and _map_check(run, parent, definition, now):
-                work.append(parent)
+            if parent.status == StepStatus.RUNNING:
+                if _map_check(run, parent, definition, now):
+                    work.append(parent)
+                else:
+                    open_map = True  # items still open: the run cannot finish now
             continue
         if step_run.compensates:
             continue
@@ -1124,7 +1199,7 @@ def _advance(run: Run, definition: FlowDefinition, changed: list[StepRun]) -> No
             s.step_id: s
             for s in StepRun.objects.filter(
                 run=run, item_index=-1, compensates="", step_id__in=needed
-            )
+            ).order_by()
         }
         ready = []
         for target in targets:
@@ -1156,7 +1231,7 @@ def _advance(run: Run, definition: FlowDefinition, changed: list[StepRun]) -> No
                 ready.append(row)
         _dispatch(ready)
         dispatched = dispatched or bool(ready)
-    if dispatched and not failed:
+    if (dispatched or open_map) and not failed:
         return  # the run goes on: nothing to finish
     if failed:
         run.error = run.error or "a step failed"
@@ -1382,7 +1457,7 @@ def step_resume(*, step_run_id: int) -> None:
         if claimed != 1:
             return
         _sync_run_status(locked)
-    step_run = StepRun.objects.select_related(*_STEP_RELATED).get(pk=step_run_id)
+    step_run = _load_step_run(step_run_id)
     run = step_run.run
     heartbeat.hold(step_run.pk, owner)
     try:
@@ -1558,7 +1633,10 @@ def _attempt_spans(run: Run, step_run: StepRun, outcome: Outcome, started, ended
     parent = root_span_id(run)
     if step_run.parent_id is not None:
         parent = (
-            StepRun.objects.filter(pk=step_run.parent_id).values_list("span_id", flat=True).first()
+            StepRun.objects.filter(pk=step_run.parent_id)
+            .order_by()
+            .values_list("span_id", flat=True)
+            .first()
             or parent
         )
     label = step_run.step_id + (f"[{step_run.item_index}]" if step_run.item_index >= 0 else "")

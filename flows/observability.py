@@ -173,9 +173,9 @@ def register_performance() -> None:
 
 
 def _project_slug(project_id: int) -> str:
-    from controlplane.models import Project
+    from governance.metrics import project_label
 
-    return Project.objects.filter(pk=project_id).values_list("slug", flat=True).first() or "-"
+    return project_label(project_id)
 
 
 def count_run_final(run: Run) -> None:

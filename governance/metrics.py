@@ -13,6 +13,8 @@ mode; django-prometheus's exporter reads it).
 
 from __future__ import annotations
 
+import contextlib
+import time
 from decimal import Decimal
 from typing import Any
 
@@ -50,6 +52,27 @@ STEPS = Counter(
     "Step runs by status (started, succeeded, failed, retried...).",
     ["project", "kind", "status"],
 )
+
+
+PROJECT_LABEL_CACHE_SECONDS = 60.0
+_project_labels: dict[int, tuple[float, str]] = {}
+
+
+def project_label(project_id: int | None) -> str:
+    """The ``project`` label of ``project_id``: its slug, read at most once per
+    ``PROJECT_LABEL_CACHE_SECONDS`` per process (counters are incremented after every
+    step; a renamed project's label follows within the TTL). ``-`` when unknown."""
+    if project_id is None:
+        return "-"
+    cached = _project_labels.get(project_id)
+    now = time.monotonic()
+    if cached is not None and now - cached[0] < PROJECT_LABEL_CACHE_SECONDS:
+        return cached[1]
+    from controlplane.models import Project
+
+    slug = Project.objects.filter(pk=project_id).values_list("slug", flat=True).first() or "-"
+    _project_labels[project_id] = (now, slug)
+    return slug
 
 
 def _rule_family(rule: str) -> str:
@@ -92,10 +115,7 @@ def observe_audit_event(*, action: str, project_slug: str, data: dict[str, Any])
 
 def observe_approval_decided(sender=None, *, outcome=None, project_id=None, **kwargs) -> None:
     """``approval_decided`` receiver: count the final status."""
-    try:
-        from controlplane.models import Project
-
-        slug = Project.objects.filter(pk=project_id).values_list("slug", flat=True).first()
-        APPROVALS.labels(slug or "-", str(getattr(outcome, "status", "unknown"))).inc()
-    except Exception:  # noqa: BLE001, S110
-        pass
+    # A metric is never worth a failed decision.
+    with contextlib.suppress(Exception):
+        status = str(getattr(outcome, "status", "unknown"))
+        APPROVALS.labels(project_label(project_id), status).inc()

@@ -75,6 +75,12 @@ class TurnContext:
     grants: dict[str, Any] = field(default_factory=dict)
     user_role: str | None = None
     budgets: list[Any] | None = None
+    # None: a tool execution's outcome (breaker count and ``tool.executed`` audit event)
+    # is written at once, in its own transaction. A list: the writes are appended as
+    # callables for the caller to run inside its own transaction and audit batch (a flow
+    # tool step records them with the step: one commit less). The decision is never
+    # deferred: it commits before the tool runs.
+    deferred_writes: list[Callable[[], None]] | None = None
     should_stop: Callable[[], str | None] | None = None
     key_scope: str = ""
     # Executed calls per (tool name, arguments hash): the occurrence in key_scope's keys.

@@ -147,7 +147,7 @@ class GovernedToolset(WrapperToolset[Any]):
 
     # --- the path (sync: database) ---------------------------------------------------------
 
-    def _event(self, action: str, tool_name: str, tool_call_id: str, **data: Any) -> None:
+    def _payload(self, tool_name: str, tool_call_id: str, data: dict[str, Any]) -> dict:
         turn = self.ctx
         payload = {
             "tool": tool_name,
@@ -156,6 +156,11 @@ class GovernedToolset(WrapperToolset[Any]):
             "run_id": turn.run_id,
         }
         payload.update(data)
+        return payload
+
+    def _event(self, action: str, tool_name: str, tool_call_id: str, **data: Any) -> None:
+        turn = self.ctx
+        payload = self._payload(tool_name, tool_call_id, data)
         audit_record(action=action, obj=turn.version, project=turn.project, data=payload)
         turn.events.append({"event": action, **payload})
 
@@ -301,8 +306,20 @@ class GovernedToolset(WrapperToolset[Any]):
                 output = refusal("pii.tool_output", ["the result holds data the policy blocks"])
             elif scanned.findings:
                 output = scanned.value_out
-        # The breaker outcome and the execution's audit event: one transaction.
-        with audit_batch():
+        payload = self._payload(
+            name,
+            tool_call_id,
+            {
+                "ok": result.ok,
+                "error": result.error[:300],
+                "duration_ms": result.duration_ms,
+                "pii": entities,
+                "pii_counts": counts,
+            },
+        )
+
+        def write() -> None:
+            # The breaker outcome and the execution's audit event: one transaction.
             record_tool_outcome(
                 tool_id=tool.pk,
                 ok=result.ok,
@@ -310,14 +327,14 @@ class GovernedToolset(WrapperToolset[Any]):
                 project_id=turn.project.pk,
                 label=tool.name,
             )
-            self._event(
-                "tool.executed",
-                name,
-                tool_call_id,
-                ok=result.ok,
-                error=result.error[:300],
-                duration_ms=result.duration_ms,
-                pii=entities,
-                pii_counts=counts,
+            audit_record(
+                action="tool.executed", obj=turn.version, project=turn.project, data=payload
             )
+
+        if turn.deferred_writes is not None:
+            turn.deferred_writes.append(write)
+        else:
+            with audit_batch():
+                write()
+        turn.events.append({"event": "tool.executed", **payload})
         return output

@@ -80,7 +80,9 @@ def granted_tools(version: AgentVersion) -> dict[str, Tool]:
     return {name: grant.tool for name, grant in version_grants(version).items()}
 
 
-def _user_role(version: AgentVersion, user) -> str | None:
+def user_role(version: AgentVersion, user) -> str | None:
+    """The role of ``user`` in the version's project: None for no (authenticated) user,
+    "" for a user who is not a member."""
     if user is None or not getattr(user, "is_authenticated", False):
         return None
     role = (
@@ -100,7 +102,7 @@ def build_agent(ctx: TurnContext, *, governed: bool = True) -> Agent:
     version = ctx.version
     base = provider_model(endpoint=version.model_endpoint, model_name=version.model_name)
     ctx.grants = version_grants(version)
-    ctx.user_role = _user_role(version, ctx.user)
+    ctx.user_role = user_role(version, ctx.user)
     tools = ConnectorToolset(tools={n: g.tool for n, g in ctx.grants.items()}, ctx=ctx)
     delegates = {a.slug: a for a in version.delegates.exclude(active_version=None)}
     settings: dict[str, Any] = {"max_tokens": version.max_output_tokens}
