@@ -1388,9 +1388,12 @@ def approval_decided(*, outcome, payload: dict, project_id: int) -> None:
     except (TypeError, ValueError):
         return
     with transaction.atomic():
+        # Only the step run is locked (of=self, no ordering join): step_resume and _record
+        # lock the run first, then the step run; locking both here deadlocked with them.
         step_run = (
-            StepRun.objects.select_for_update()
+            StepRun.objects.select_for_update(of=("self",))
             .filter(pk=step_run_id, status=StepStatus.WAITING_APPROVAL, run__project_id=project_id)
+            .order_by()
             .first()
         )
         if step_run is None or outcome.request_id not in step_run.approval_request_ids:
