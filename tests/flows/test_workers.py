@@ -182,7 +182,9 @@ steps:
 def test_a_worker_killed_mid_step_is_replaced_and_the_side_effect_happens_once(
     project, admin_user, world, tool_server, tmp_path, settings, tool
 ):
-    lease = {"FLOWS_LEASE_SECONDS": "2"}
+    # Short, so the sweep requeues the killed worker's step soon; 5 s, not 2: on a loaded
+    # 2-core machine (SQLite) a 2 s lease renewed every 0.67 s expired under the new worker.
+    lease = {"FLOWS_LEASE_SECONDS": "5"}
     first = start_worker(tmp_path, settings, **lease)
     second = None
     try:
@@ -423,7 +425,9 @@ def test_an_agent_step_rerun_after_its_worker_was_killed_sends_the_same_keys(
         },
         grants=[{"tool": "echo"}, {"tool": tool}],
     )
-    lease = {"FLOWS_LEASE_SECONDS": "2"}
+    # Short, so the sweep requeues the killed worker's step soon; 5 s, not 2: on a loaded
+    # 2-core machine (SQLite) a 2 s lease renewed every 0.67 s expired under the new worker.
+    lease = {"FLOWS_LEASE_SECONDS": "5"}
     first = start_worker(tmp_path, settings, **lease)
     second = None
     try:
