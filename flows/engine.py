@@ -15,14 +15,20 @@ The rules (see docs/architecture.md, "Flows"):
   and every attempt's times recorded), then the fallback agent, then the run fails: the
   pending steps are cancelled, and once nothing runs, the compensations (``on_failure``)
   of the completed steps run one by one in reverse completion order.
+- Cancel does the same; a running agent step stops at its next call boundary (its turn's
+  ``should_stop`` reads ``Run.cancel_requested`` before each model request and tool call).
 - Approvals: a parked agent turn, a tool call waiting for approval or an approval step
   leaves the step ``waiting_approval``; ``approval_decided`` queues ``step_resume`` once
   every request is final, which claims the step (conditional UPDATE) and continues it.
+  The run is ``waiting_approval`` while a step of it waits and nothing of it runs or is
+  queued, ``running`` otherwise (``_sync_run_status``, with the run row locked).
 
 Side effects and idempotency: a tool step executes through the governed call path of
 ``agents.runtime.toolset`` inside one ``AgentTurn`` created at its first attempt and
 reused by every later attempt, so the idempotency key (run, step run, turn, call) and the
-cost entry's call id are the same when a step runs again after a crash.
+cost entry's call id are the same when a step runs again after a crash. An agent step's
+turn gets ``key_scope`` (run, step run): its tool calls' keys come from the scope, the
+tool, the arguments and their occurrence, so a turn run again after a crash repeats them.
 """
 
 from __future__ import annotations
@@ -248,6 +254,7 @@ def run_cancel(*, run: Run, actor=None) -> Run:
     _stop_open_steps(run, reason="the run was cancelled")
     audit_record(action="flow.run.cancel_requested", obj=run, data={"trace_id": run.trace_id})
     _maybe_finish(run, definition_of(run))
+    _sync_run_status(run)
     return run
 
 
@@ -295,6 +302,30 @@ def run_retry(*, run: Run, actor=None) -> Run:
             ready.append(step_run)
     _dispatch(ready)
     return run
+
+
+def _sync_run_status(run: Run) -> None:
+    """Set an active run (``run`` locked by the caller) ``waiting_approval`` while a step
+    run of it waits for approval and none runs or is queued, ``running`` otherwise; a
+    final run is left as it is. A map step holds no worker while its items run (no lease
+    owner), so it does not count as running."""
+    if run.is_final:
+        return
+    busy = (Q(status=StepStatus.RUNNING) & ~Q(lease_owner="")) | Q(
+        status=StepStatus.PENDING, lease_owner=QUEUED
+    )
+    counts = StepRun.objects.filter(run=run).aggregate(
+        busy=Count("pk", filter=busy),
+        waiting=Count("pk", filter=Q(status=StepStatus.WAITING_APPROVAL)),
+    )
+    status = (
+        RunStatus.WAITING_APPROVAL
+        if counts["waiting"] and not counts["busy"]
+        else RunStatus.RUNNING
+    )
+    if run.status != status:
+        Run.objects.filter(pk=run.pk).update(status=status, updated_at=_now())
+        run.status = status
 
 
 def _stop_open_steps(run: Run, *, reason: str) -> None:
@@ -603,14 +634,37 @@ def _execute_agent(step_run: StepRun, run: Run, spec, text: str) -> Outcome:
         run_id=str(run.pk),
         step_id=str(step_run.pk),
         user=run.started_by,
+        should_stop=_cancel_check(run.pk),
+        key_scope=_key_scope(run, step_run),
     )
     return _turn_outcome(result)
 
 
+def _key_scope(run: Run, step_run: StepRun) -> str:
+    """The idempotency scope of an agent step's tool calls: the same at every attempt of
+    the step run, so a turn run again after a crash sends the keys it sent before."""
+    return f"flow-run:{run.pk}:step-run:{step_run.pk}"
+
+
+def _cancel_check(run_id: int):
+    """The ``should_stop`` of a step's agent turn: "the run was cancelled" once
+    ``run_cancel`` marked the run (one indexed read per model request / tool call)."""
+
+    def should_stop() -> str | None:
+        requested = Run.objects.filter(pk=run_id).values_list("cancel_requested", flat=True)
+        return "the run was cancelled" if requested.first() else None
+
+    return should_stop
+
+
 def _turn_outcome(result) -> Outcome:
+    from agents.runtime.context import STOPPED_RULE
+
     base = {"cost_usd": result.cost_usd, "turn_id": result.turn_id, "events": result.events}
     if result.status == "completed":
         return Outcome("succeeded", output=result.output, **base)
+    if result.status == "failed" and result.rule == STOPPED_RULE:
+        return Outcome("cancelled", error=result.reason, **base)
     if result.status == "parked":
         return Outcome(
             "waiting_approval", approval_request_ids=list(result.approval_request_ids), **base
@@ -926,6 +980,7 @@ def _record_locked(step_run, loaded, owner: str, outcome: Outcome, started: date
     if outcome.cost_usd:
         Run.objects.filter(pk=run.pk).update(cost_usd=F("cost_usd") + outcome.cost_usd)
     _advance(run, definition, changed)
+    _sync_run_status(run)
     _export_on_commit(run, [s.span_id for s in spans])
 
 
@@ -1100,7 +1155,7 @@ def _advance(run: Run, definition: FlowDefinition, changed: list[StepRun]) -> No
     """After ``changed`` step runs moved: fan in maps, skip or queue their dependents, and
     finish the run when nothing is left. Runs inside the recording transaction."""
     now = _now()
-    if run.cancel_requested or run.status != RunStatus.RUNNING:
+    if run.cancel_requested or run.is_final:
         if run.cancel_requested and not run.is_final:
             # A map whose last running item just stopped closes now.
             _stop_open_steps(run, reason="the run was cancelled")
@@ -1333,9 +1388,12 @@ def approval_decided(*, outcome, payload: dict, project_id: int) -> None:
     except (TypeError, ValueError):
         return
     with transaction.atomic():
+        # Only the step run is locked (of=self, no ordering join): step_resume and _record
+        # lock the run first, then the step run; locking both here deadlocked with them.
         step_run = (
-            StepRun.objects.select_for_update()
+            StepRun.objects.select_for_update(of=("self",))
             .filter(pk=step_run_id, status=StepStatus.WAITING_APPROVAL, run__project_id=project_id)
+            .order_by()
             .first()
         )
         if step_run is None or outcome.request_id not in step_run.approval_request_ids:
@@ -1390,14 +1448,18 @@ def step_resume(*, step_run_id: int) -> None:
         return
     now = _now()
     owner = _owner()
-    claimed = StepRun.objects.filter(pk=step_run_id, status=StepStatus.WAITING_APPROVAL).update(
-        status=StepStatus.RUNNING,
-        lease_owner=owner,
-        lease_expires_at=now + timedelta(seconds=lease_seconds()),
-        updated_at=now,
-    )
-    if claimed != 1:
-        return
+    with transaction.atomic():
+        # The run locked as _record locks it: the run's status follows the claim.
+        locked = Run.objects.select_for_update().get(pk=step_run.run_id)
+        claimed = StepRun.objects.filter(pk=step_run_id, status=StepStatus.WAITING_APPROVAL).update(
+            status=StepStatus.RUNNING,
+            lease_owner=owner,
+            lease_expires_at=now + timedelta(seconds=lease_seconds()),
+            updated_at=now,
+        )
+        if claimed != 1:
+            return
+        _sync_run_status(locked)
     step_run = _load_step_run(step_run_id)
     run = step_run.run
     heartbeat.hold(step_run.pk, owner)
@@ -1414,7 +1476,9 @@ def step_resume(*, step_run_id: int) -> None:
 
 
 def _resume_attempt(step_run: StepRun, run: Run, outcomes: dict[int, dict], started) -> Outcome:
-    from agents.runtime.turn import ApprovalDecision, Resume, run_agent_turn
+    from agents.runtime.resume import decisions_for
+    from agents.runtime.turn import Resume, run_agent_turn
+    from governance.approval_port import ApprovalOutcome
 
     definition = definition_of(run)
     spec = _spec_of(definition, step_run)
@@ -1449,7 +1513,6 @@ def _resume_attempt(step_run: StepRun, run: Run, outcomes: dict[int, dict], star
             error_kind="rejected",
         )
     turn = AgentTurn.objects.get(pk=step_run.turn_id)
-    by_request = {entry["approval_request_id"]: entry for entry in turn.pending}
     if spec.kind == "tool":
         entry = next(iter(turn.pending))
         decision = outcomes.get(entry["approval_request_id"], {})
@@ -1462,18 +1525,22 @@ def _resume_attempt(step_run: StepRun, run: Run, outcomes: dict[int, dict], star
             )
         arguments = decision.get("arguments") or entry["arguments"]
         return _execute_tool(step_run, run, spec, arguments, approved=entry)
-    decisions = {
-        by_request[request_id]["tool_call_id"]: ApprovalDecision(
-            approved=o["status"] == "approved",
+    read = {
+        request_id: ApprovalOutcome(
+            request_id=request_id,
+            status=o["status"],
             arguments=o.get("arguments"),
             comment=o.get("comment") or "",
         )
         for request_id, o in outcomes.items()
-        if request_id in by_request
     }
+    decisions = decisions_for(read, turn.pending)
     try:
         result = run_agent_turn(
-            agent_version=None, resume=Resume(turn_id=turn.pk, decisions=decisions)
+            agent_version=None,
+            resume=Resume(turn_id=turn.pk, decisions=decisions),
+            should_stop=_cancel_check(run.pk),
+            key_scope=_key_scope(run, step_run),
         )
     except ValueError as exc:
         return Outcome("failed", error=str(exc), error_kind="error", turn_id=turn.pk)

@@ -105,6 +105,12 @@ class DelegateToolset(AbstractToolset[Any]):
             pii=turn.pii,
             depth=turn.depth + 1,
             root_turn_id=turn.root_id,
+            should_stop=turn.should_stop,
+            key_scope=(
+                turn.tool_key_source(delegate_tool_name(slug), {"input": text}, tool_call_id)
+                if turn.key_scope
+                else ""
+            ),
         )
         return self._answer(slug, tool_call_id, result)
 
@@ -132,6 +138,8 @@ class DelegateToolset(AbstractToolset[Any]):
                     pii=turn.pii,
                     depth=turn.depth + 1,
                     root_turn_id=turn.root_id,
+                    should_stop=turn.should_stop,
+                    key_scope=f"{turn.key_scope}:delegate:{child.pk}" if turn.key_scope else "",
                 )
             except ValueError:
                 child.refresh_from_db()

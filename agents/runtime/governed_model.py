@@ -1,7 +1,8 @@
 """Governed model calls, in one place: every request an agent's model makes goes through
 ``GovernedModel.request``.
 
-Order (fail closed at each step): the endpoint allowed by the policy
+Order (fail closed at each step): the turn's stop check (``TurnContext.stop_check``, when
+the turn has one: ``TurnStopped``, nothing sent) -> the endpoint allowed by the policy
 (``allowed_model_endpoints``) -> PII scan of the outgoing messages (``model_input``:
 redact or block) -> budget reservation of the worst case (prompt tokens + the version's
 ``max_output_tokens``; no price, no call) -> the provider call -> settle the reservation and
@@ -157,6 +158,8 @@ class GovernedModel(WrapperModel):
         model_request_parameters: ModelRequestParameters,
     ) -> ModelResponse:
         ctx = self.ctx
+        if ctx.should_stop is not None:  # raises TurnStopped: nothing is sent
+            await sync_to_async(ctx.stop_check)("model", index=ctx.model_requests)
         index = ctx.model_requests
         ctx.model_requests += 1
         call_id = ctx.call_id("model", index)

@@ -39,9 +39,13 @@ def on_approval_decided(
 
 
 def decisions_for(outcomes: dict[int, ApprovalOutcome], pending: list[dict]) -> dict:
-    """The runtime's decisions from the approval outcomes: approved -> the call runs (with
-    the edited arguments, if any); rejected / expired / cancelled -> a refusal carrying the
-    approver's comment or the reason."""
+    """The runtime's decisions from the approval outcomes (``{request id: outcome}``) for
+    a parked turn's ``pending`` entries: ``{tool call id: ApprovalDecision}``. Approved ->
+    the call runs (with the edited arguments, if any); rejected -> a refusal carrying the
+    approver's comment; expired / cancelled -> a refusal carrying the status and the
+    reason (``"cancelled: <reason>"``). An entry without an outcome gets no decision (the
+    runtime denies it). The one mapping for standalone turns, delegates and flow steps
+    (``flows.engine``)."""
     decisions: dict[str, ApprovalDecision] = {}
     for entry in pending:
         outcome = outcomes.get(entry.get("approval_request_id"))

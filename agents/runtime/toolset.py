@@ -2,7 +2,8 @@
 
 ``ConnectorToolset`` lists an agent version's granted tools and executes them through
 ``agents.connectors.tool_invoke`` (HTTP, MCP, built-in), ungoverned; ``GovernedToolset``
-wraps it with the governed call path: the decision (``agents.governed.decide_for_version``:
+wraps it with the governed call path: the turn's stop check (``TurnContext.stop_check``:
+``TurnStopped``, nothing executed) -> the decision (``agents.governed.decide_for_version``:
 schema, grant, CEL rules, breaker, caps, rate limit) audited with its rule -> invalid
 arguments: the model is asked to retry -> deny: a refusal as the tool result -> PII scan of
 the arguments (``tool_input``) -> require_approval: an approval request through
@@ -64,10 +65,19 @@ def provider_tool_names(names) -> dict[str, str]:
     return aliases
 
 
-def idempotency_key(ctx: TurnContext, tool_call_id: str) -> str:
+def idempotency_key(
+    ctx: TurnContext, tool_call_id: str, name: str = "", arguments: Any = None
+) -> str:
     """The key sent with a tool call: SHA-256 of (run, step, turn, tool call id), so a
-    retried step repeats the same key and the tool can drop the duplicate."""
-    return hashlib.sha256(ctx.call_id("tool", tool_call_id).encode()).hexdigest()
+    retried step repeats the same key and the tool can drop the duplicate; with the
+    call's tool ``name`` and ``arguments`` in a turn with a ``key_scope`` (a flow's agent
+    step), of (scope, name, arguments hash, occurrence): ``TurnContext.tool_key_source``."""
+    source = (
+        ctx.tool_key_source(name, arguments, tool_call_id)
+        if name
+        else ctx.call_id("tool", tool_call_id)
+    )
+    return hashlib.sha256(source.encode()).hexdigest()
 
 
 @dataclass
@@ -181,6 +191,7 @@ class GovernedToolset(WrapperToolset[Any]):
 
     def _call(self, name: str, arguments: dict, tool_call_id: str, approved: bool) -> Any:
         turn = self.ctx
+        turn.stop_check("tool", tool=name, tool_call_id=tool_call_id)  # TurnStopped
         turn.tool_calls += 1
         if approved:
             bound = turn.approved.get(tool_call_id)
@@ -280,7 +291,7 @@ class GovernedToolset(WrapperToolset[Any]):
             tool=tool,
             arguments=arguments,
             timeout_seconds=tool.timeout_seconds,
-            idempotency_key=idempotency_key(turn, tool_call_id),
+            idempotency_key=idempotency_key(turn, tool_call_id, name, arguments),
         )
         output: Any = result.output if result.ok else {"error": result.error}
         entities: list[str] = []

@@ -4,6 +4,7 @@ failed, with the turn stored in ``AgentTurn`` so a parked turn resumes in any wo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -16,7 +17,7 @@ from pydantic_ai.usage import UsageLimits
 
 from agents.governed import version_policy
 from agents.models import AgentTurn, AgentVersion, Tool, ToolGrant, TurnStatus
-from agents.runtime.context import TurnContext
+from agents.runtime.context import STOPPED_RULE, TurnContext, TurnStopped
 from agents.runtime.delegation import DelegateToolset
 from agents.runtime.governed_model import GovernedModel, ModelCallRefused
 from agents.runtime.providers import EndpointUnavailable, provider_model
@@ -52,7 +53,8 @@ class Resume:
 class TurnResult:
     """How a turn ended. ``status``: ``completed`` (``output`` is the final text),
     ``parked`` (``approval_request_ids`` wait for people; resume with ``Resume``) or
-    ``failed`` (``reason`` says why; ``rule`` names the check). ``cost_usd``: Decimal USD
+    ``failed`` (``reason`` says why; ``rule`` names the check; rule ``cancelled``: the
+    turn's ``should_stop`` said stop at a call boundary). ``cost_usd``: Decimal USD
     of this run of the turn's model calls; ``events``: the transcript of calls and
     decisions (JSON-able dicts)."""
 
@@ -174,6 +176,8 @@ def run_agent_turn(
     pii: bool = True,
     depth: int = 0,
     root_turn_id: int | None = None,
+    should_stop: Callable[[], str | None] | None = None,
+    key_scope: str = "",
 ) -> TurnResult:
     """Run one turn of ``agent_version`` on ``input`` through governance and return how it
     ended (``TurnResult``); never raises for a refused or failed call.
@@ -186,7 +190,16 @@ def run_agent_turn(
     ``ValueError`` when the turn is not parked, e.g. another worker resumed it; a call
     without a decision is denied). ``pii=False`` skips PII scanning (benchmarks only).
     ``depth`` and ``root_turn_id`` (the supervisor's top turn): set by delegation
-    (``agents.runtime.delegation``). Sync: call it from a
+    (``agents.runtime.delegation``). ``should_stop``: asked (sync, in the turn's thread)
+    before each model request and each tool call, its delegates' too; a non-empty answer
+    (the reason) stops the turn there: nothing further is sent or executed, the stop is
+    audited ``agent.turn.stopped`` and the turn ends ``failed`` with rule ``cancelled``
+    (a call already under way finishes first). ``key_scope``: tool calls' idempotency
+    keys from the scope, the tool, its arguments and their occurrence instead of the turn
+    (``TurnContext.tool_key_source``; a flow step passes its run and step run, so a turn
+    run again after a crash repeats its keys; a resumed turn's scope gets the turn and
+    its model request count added, so calls after an approval never reuse the keys of
+    calls made before it). Sync: call it from a
     worker or a management command, not from a running event loop.
     """
     deferred = None
@@ -241,6 +254,12 @@ def run_agent_turn(
         depth=depth,
         root_turn_id=root_turn_id,
         deferred_writes=[],
+        should_stop=should_stop,
+        key_scope=(
+            f"{key_scope}:resumed:{turn.pk}:{turn.model_requests}"
+            if key_scope and resume is not None
+            else key_scope
+        ),
     )
     if resume is not None:
         ctx.approved = {entry["tool_call_id"]: entry for entry in turn.pending}
@@ -262,6 +281,9 @@ def run_agent_turn(
         )
     except ModelCallRefused as exc:
         result = TurnResult("failed", turn.pk, reason=exc.message, rule=exc.rule)
+        return _finish(ctx, result, None)
+    except TurnStopped as exc:
+        result = TurnResult("failed", turn.pk, reason=exc.reason, rule=STOPPED_RULE)
         return _finish(ctx, result, None)
     except UsageLimitExceeded as exc:
         result = TurnResult("failed", turn.pk, reason=str(exc), rule="usage_limit")

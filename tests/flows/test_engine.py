@@ -588,3 +588,129 @@ def test_cancel_while_a_map_item_runs_closes_the_map_when_it_finishes(
     )
     assert statuses == ["succeeded", "cancelled", "cancelled"]
     assert steps_of(run)["count"].status == "cancelled"
+
+
+# --- the run's waiting_approval status -----------------------------------------------------
+
+GATE_AND_ECHO = """
+steps:
+  - {id: gate, kind: approval, message: "Go?", approver_role: approver}
+  - {id: side, kind: tool, tool: echo, agent: operator, arguments: {text: side}}
+  - {id: publish, kind: tool, tool: effect, agent: operator, depends_on: [gate], arguments: {op: p}}
+"""
+
+
+def test_a_run_waits_for_approval_only_while_nothing_else_runs_or_is_queued(
+    project, admin_user, world, pump, tool_server
+):
+    run = start(project, admin_user, GATE_AND_ECHO)
+    assert [task for task, _, _ in pump.queue] == ["step_execute", "step_execute"]
+    pump.run(limit=1)  # the gate parks; "side" is still queued
+    assert steps_of(run)["gate"].status == "waiting_approval"
+    assert Run.objects.get(pk=run.pk).status == "running"
+    pump.run()  # "side" done: only the approval is left
+    assert Run.objects.get(pk=run.pk).status == "waiting_approval"
+    [request_id] = steps_of(run)["gate"].approval_request_ids
+    decide(request_id, "approved")
+    assert Run.objects.get(pk=run.pk).status == "waiting_approval"  # resume still queued
+    pump.run(limit=1)  # the resume: the gate succeeds and "publish" is queued
+    assert Run.objects.get(pk=run.pk).status == "running"
+    pump.run()
+    run.refresh_from_db()
+    assert run.status == "succeeded", run.error
+    assert len(tool_server.effects) == 1
+
+
+def test_a_run_whose_map_items_wait_for_approval_waits_for_approval(
+    project, admin_user, world, pump, tool_server
+):
+    guarded_agent(project, admin_user)
+    source = """
+steps:
+  - id: each
+    kind: map
+    over: "input['items']"
+    max_parallel: 2
+    step: {kind: tool, tool: effect, agent: guard, arguments: {op: "{{ item }}"}}
+"""
+    run = start(project, admin_user, source, items=["big", "big"])
+    pump.run()
+    items = StepRun.objects.filter(run=run).exclude(item_index=-1)
+    assert sorted(items.values_list("status", flat=True)) == ["waiting_approval"] * 2
+    assert Run.objects.get(pk=run.pk).status == "waiting_approval"
+    for item in items:
+        [request_id] = item.approval_request_ids
+        decide(request_id, "approved")
+    pump.run()
+    run.refresh_from_db()
+    assert run.status == "succeeded", run.error
+    assert len(tool_server.effects) == 2
+
+
+def test_cancel_of_a_run_waiting_for_approval_cancels_it_and_its_request(
+    project, admin_user, world, pump, tool_server
+):
+    from django.test import TestCase
+
+    run = start(project, admin_user, APPROVAL, title="Q3")
+    pump.run()
+    assert Run.objects.get(pk=run.pk).status == "waiting_approval"
+    [request_id] = steps_of(run)["gate"].approval_request_ids
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        run_cancel(run=run, actor=admin_user)
+    pump.run()
+    run.refresh_from_db()
+    assert run.status == "cancelled"
+    steps = steps_of(run)
+    assert (steps["gate"].status, steps["publish"].status) == ("cancelled", "cancelled")
+    assert ApprovalRequest.objects.get(pk=request_id).status == "cancelled"
+    assert not tool_server.requests
+
+
+@pytest.mark.parametrize(
+    ("ending", "told"),
+    [("expired", "expired"), ("cancelled", "cancelled: the tool was retired")],
+)
+def test_an_agent_step_whose_approval_expired_or_was_cancelled_tells_the_model_why(
+    project, admin_user, world, pump, tool_server, ending, told
+):
+    # The same decisions as a standalone turn (agents.runtime.resume.decisions_for).
+    from django.test import TestCase
+    from django.utils import timezone
+
+    from agents.models import AgentTurn
+    from approvals.services import approval_cancel, approvals_expire
+
+    guarded_agent(
+        project,
+        admin_user,
+        script={
+            "responses": [
+                {"tool_calls": [{"name": "effect", "arguments": {"op": "big"}}]},
+                {"text": "gave up"},
+            ]
+        },
+    )
+    run = start(
+        project, admin_user, "steps:\n  - {id: pay, kind: agent, agent: guard, input: pay}\n"
+    )
+    pump.run()
+    [request_id] = steps_of(run)["pay"].approval_request_ids
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        if ending == "expired":
+            ApprovalRequest.objects.filter(pk=request_id).update(expires_at=timezone.now())
+            assert approvals_expire() == 1
+        else:
+            approval_cancel(request_ids=[request_id], reason="the tool was retired")
+    pump.run()
+    run.refresh_from_db()
+    assert (run.status, run.output) == ("succeeded", {"pay": "gave up"}), run.error
+    turn = AgentTurn.objects.get(pk=steps_of(run)["pay"].turn_id)
+    returned = [
+        part.get("content")
+        for message in turn.messages
+        for part in message["parts"]
+        if part.get("part_kind") == "tool-return"
+    ]
+    assert returned == [f"Denied by the approver: {told}"]
+    assert not tool_server.requests

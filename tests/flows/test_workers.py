@@ -11,6 +11,7 @@ import pytest
 from django.conf import settings as django_settings
 from kombu import Connection
 
+from agents.models import AgentTurn
 from approvals.models import ApprovalRequest
 from flows import engine
 from flows.models import Run, StepRun
@@ -94,6 +95,8 @@ def test_an_approval_gate_resumes_on_a_real_worker(
     )
     [request_id] = gate.approval_request_ids
     assert ApprovalRequest.objects.get(pk=request_id).status == "pending"
+    # Recorded in the gate's transaction: nothing else of the run is running or queued.
+    assert Run.objects.get(pk=run.pk).status == "waiting_approval"
     scenarios.decide(request_id, "approved")
     scenarios.decide(request_id, "approved")
     run = wait_run(run, worker=shared_worker)
@@ -179,7 +182,9 @@ steps:
 def test_a_worker_killed_mid_step_is_replaced_and_the_side_effect_happens_once(
     project, admin_user, world, tool_server, tmp_path, settings, tool
 ):
-    lease = {"FLOWS_LEASE_SECONDS": "2"}
+    # Short, so the sweep requeues the killed worker's step soon; 5 s, not 2: on a loaded
+    # 2-core machine (SQLite) a 2 s lease renewed every 0.67 s expired under the new worker.
+    lease = {"FLOWS_LEASE_SECONDS": "5"}
     first = start_worker(tmp_path, settings, **lease)
     second = None
     try:
@@ -334,3 +339,138 @@ def test_heartbeats_keep_the_lease_of_a_step_running_longer_than_the_lease(
         1,
         ["succeeded"],
     )
+
+
+# --- cancel at the next call boundary -------------------------------------------------------
+
+AGENT_HELD = """
+steps:
+  - id: reserve
+    kind: tool
+    tool: effect
+    agent: operator
+    arguments: {op: reserve}
+    on_failure: [{id: unreserve, kind: tool, tool: effect, agent: operator, arguments: {op: unreserve}}]
+  - {id: work, kind: agent, agent: worker-bee, depends_on: [reserve], input: go}
+"""
+
+
+def test_cancel_stops_a_running_agent_step_at_its_next_call(
+    project, admin_user, world, tool_server, shared_worker
+):
+    from flows.services import run_cancel
+    from governance.models import AuditEvent
+
+    from .conftest import make_agent
+
+    make_agent(
+        project,
+        admin_user,
+        "worker-bee",
+        script={
+            "responses": [
+                {
+                    "tool_calls": [
+                        {"name": "hold-before", "arguments": {"op": "first"}},
+                        {"name": "effect", "arguments": {"op": "second"}},
+                    ]
+                },
+                {"tool_calls": [{"name": "effect", "arguments": {"op": "third"}}]},
+                {"text": "all done"},
+            ]
+        },
+        grants=[{"tool": "hold-before"}, {"tool": "effect"}],
+    )
+    run = start(project, admin_user, AGENT_HELD)
+    assert tool_server.held.wait(120), shared_worker.output()  # the first call is held
+    run_cancel(run=run, actor=admin_user)
+    assert Run.objects.get(pk=run.pk).status == "running"  # the agent step still runs
+    tool_server.release()
+    run = wait_run(run, worker=shared_worker)
+    assert run.status == "cancelled", run.error
+    work = StepRun.objects.get(run=run, step_id="work")
+    assert (work.status, work.error) == ("cancelled", "the run was cancelled")
+    # The held call finished; the later ones never reached the server; compensated.
+    ops = [r["body"].get("op") for r in tool_server.requests]
+    assert ops == ["reserve", "first", "unreserve"]
+    stopped = AuditEvent.objects.get(action="agent.turn.stopped", data__run_id=str(run.pk))
+    assert (stopped.data["boundary"], stopped.data["tool"]) == ("tool", "effect")
+    assert stopped.actor_kind == "agent_version"
+    assert AuditEvent.objects.filter(
+        action="agent.turn.failed", data__run_id=str(run.pk), data__rule="cancelled"
+    ).exists()
+
+
+# --- an agent step re-run after a crash keeps its tool calls' idempotency keys -------------
+
+AGENT_CRASH = """
+steps:
+  - {id: before, kind: tool, tool: echo, agent: operator, arguments: {text: first}}
+  - {id: pay, kind: agent, agent: payer, depends_on: [before], input: pay}
+"""
+
+
+@pytest.mark.parametrize("tool", ["hold-before", "hold-after"])
+def test_an_agent_step_rerun_after_its_worker_was_killed_sends_the_same_keys(
+    project, admin_user, world, tool_server, tmp_path, settings, tool
+):
+    from .conftest import make_agent
+
+    make_agent(
+        project,
+        admin_user,
+        "payer",
+        script={
+            "responses": [
+                {"tool_calls": [{"name": "echo", "arguments": {"text": "look"}}]},
+                {"tool_calls": [{"name": tool, "arguments": {"op": "pay"}}]},
+                {"text": "paid"},
+            ]
+        },
+        grants=[{"tool": "echo"}, {"tool": tool}],
+    )
+    # Short, so the sweep requeues the killed worker's step soon; 5 s, not 2: on a loaded
+    # 2-core machine (SQLite) a 2 s lease renewed every 0.67 s expired under the new worker.
+    lease = {"FLOWS_LEASE_SECONDS": "5"}
+    first = start_worker(tmp_path, settings, **lease)
+    second = None
+    try:
+        run = start(project, admin_user, AGENT_CRASH)
+        assert tool_server.held.wait(120), first.output()
+        pay = StepRun.objects.get(run=run, step_id="pay")
+        assert pay.status == "running" and pay.lease_owner
+        first_turn = AgentTurn.objects.get(run_id=str(run.pk), step_id=str(pay.pk))
+        first.kill()
+        tool_server.release()
+        if tool == "hold-after":
+            assert len(tool_server.effects) == 1  # happened before the crash
+        else:
+            time.sleep(0.5)
+            assert not tool_server.effects  # the killed caller never completed it
+
+        settings.FLOWS_TASK_QUEUE = first.queue
+        second = Worker(first.queue, tmp_path / "second.log", **lease)
+
+        def finished():
+            engine.sweep()  # what beat does: requeue the step whose lease expired
+            fresh = Run.objects.get(pk=run.pk)
+            return fresh if fresh.is_final else None
+
+        run = wait_for(finished, worker=second, every=0.5)
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+    assert run.status == "succeeded", run.error
+    assert run.output == {"pay": "paid"}
+    pay = StepRun.objects.get(run=run, step_id="pay")
+    assert [a["status"] for a in pay.attempts] == ["lease_expired", "succeeded"]
+    assert pay.turn_id != first_turn.pk  # the step ran its agent turn again
+    pay_requests = [r for r in tool_server.requests if r["body"].get("op") == "pay"]
+    assert len(pay_requests) == 2
+    assert len({r["key"] for r in pay_requests}) == 1  # the same idempotency key
+    assert len(tool_server.effects) == 1  # the side effect happened exactly once
+    # No cost entry twice for one call (the ledger is idempotent by call id).
+    call_ids = list(CostEntry.objects.filter(run_id=str(run.pk)).values_list("call_id", flat=True))
+    assert len(call_ids) == len(set(call_ids))
+    assert not CostEntry.objects.filter(run_id=str(run.pk), kind="tool", step_id=str(pay.pk))
