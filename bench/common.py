@@ -112,3 +112,66 @@ def commits_in(captured: list[dict]) -> int:
         elif not in_block and sql.startswith(("INSERT", "UPDATE", "DELETE")):
             commits += 1
     return commits
+
+
+def governed_write_floor_ms(samples: int = 200) -> dict[str, float]:
+    """The latency of the least a governed call must make durable before it proceeds,
+    written by hand in raw SQL on scratch tables shaped like ours (no ORM, no Python
+    logic): ``decision`` is one transaction that upserts a usage counter, locks the
+    chain head, inserts one audit-like event (JSON data, 3 secondary indexes) and moves
+    the head in the same statement, then commits (what a tool call's decision needs
+    before the tool runs); ``reservation`` is the same with a reservation row instead
+    of the counter (a model call needs one before the request and one to settle after).
+    PostgreSQL only (``{}`` on SQLite). Returns ``{"decision_p50_ms", "decision_p99_ms",
+    "round_trip_p50_ms"}``: the floor any implementation of the design pays.
+    """
+    import time
+
+    from django.db import connection, transaction
+
+    if connection.vendor != "postgresql":
+        return {}
+    setup = [
+        "CREATE TEMP TABLE floor_counter (key text PRIMARY KEY, n bigint NOT NULL)",
+        "CREATE TEMP TABLE floor_head (id int PRIMARY KEY, seq bigint, hash text)",
+        "INSERT INTO floor_head VALUES (1, 0, '')",
+        "CREATE TEMP TABLE floor_event (seq bigint PRIMARY KEY, at timestamptz, action text,"
+        " project int, object text, data jsonb, prev text, hash text UNIQUE)",
+        "CREATE INDEX ON floor_event (project, seq)",
+        "CREATE INDEX ON floor_event (object)",
+        "CREATE INDEX ON floor_event ((data->>'run_id'))",
+    ]
+    with transaction.atomic(), connection.cursor() as cursor:
+        for statement in setup:
+            cursor.execute(statement)
+    decisions, trips = [], []
+    for i in range(samples):
+        started = time.perf_counter()
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO floor_counter VALUES ('rate:1', 1) ON CONFLICT (key)"
+                " DO UPDATE SET n = floor_counter.n + 1 RETURNING n"
+            )
+            cursor.execute("SELECT seq, hash FROM floor_head WHERE id = 1 FOR UPDATE")
+            seq, _ = cursor.fetchone()
+            cursor.execute(
+                "WITH e AS (INSERT INTO floor_event VALUES (%s, now(), 'tool.decision', 1,"
+                " 'agent.version:1', %s::jsonb, %s, %s)) UPDATE floor_head SET seq = %s,"
+                " hash = %s WHERE id = 1",
+                [seq + 1, '{"run_id": "r1", "rule": "grant.rule.0"}', f"p{i}", f"h{i}"]
+                + [seq + 1, f"h{i}"],
+            )
+        decisions.append((time.perf_counter() - started) * 1000)
+        started = time.perf_counter()
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        trips.append((time.perf_counter() - started) * 1000)
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE floor_event, floor_head, floor_counter")
+    decisions.sort()
+    trips.sort()
+    return {
+        "decision_p50_ms": round(percentile(decisions, 0.5), 3),
+        "decision_p99_ms": round(percentile(decisions, 0.99), 3),
+        "round_trip_p50_ms": round(percentile(trips, 0.5), 3),
+    }

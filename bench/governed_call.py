@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import (  # noqa: E402
     commits_in,
     durable_write_latency_ms,
+    governed_write_floor_ms,
     percentile,
     print_table,
     setup_django,
@@ -181,6 +182,14 @@ def main() -> None:
     result["min_commit_floor_per_call_p50_ms"] = round(
         MIN_COMMITS_PER_TURN * floor["p50_ms"] / GOVERNED_CALLS, 3
     )
+    # The same minimum written by hand in raw SQL (PostgreSQL): a decision-like
+    # transaction per required commit, no ORM, no Python logic.
+    raw = governed_write_floor_ms()
+    if raw:
+        result["raw_sql_floor"] = raw
+        result["raw_sql_floor_per_call_p50_ms"] = round(
+            MIN_COMMITS_PER_TURN * raw["decision_p50_ms"] / GOVERNED_CALLS, 3
+        )
     configurations = [("governed_pii_off", False, args.iterations)]
     configurations.append(("governed_pii_on", True, args.pii_iterations))
     for name, pii, iterations in configurations:
@@ -206,6 +215,15 @@ def main() -> None:
             f"{result['min_commit_floor_per_call_p50_ms']:.3f}",
         ),
     ]
+    if "raw_sql_floor" in result:
+        rows += [
+            ("raw-SQL decision txn p50 (ms)", f"{result['raw_sql_floor']['decision_p50_ms']:.3f}"),
+            ("round trip p50 (ms)", f"{result['raw_sql_floor']['round_trip_p50_ms']:.3f}"),
+            (
+                f"raw-SQL floor per call at {MIN_COMMITS_PER_TURN} txns (ms)",
+                f"{result['raw_sql_floor_per_call_p50_ms']:.3f}",
+            ),
+        ]
     for name, _, _ in configurations:
         data = result[name]
         rows += [
