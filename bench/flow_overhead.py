@@ -153,6 +153,23 @@ def build_world():
     return project, user
 
 
+def pipeline_definition(n: int) -> dict:
+    """A flow of ``n`` ``echo`` tool steps, each depending on the previous."""
+    return {
+        "steps": [
+            {
+                "id": f"s{i}",
+                "kind": "tool",
+                "tool": "echo",
+                "agent": "op",
+                "arguments": {"text": "x"},
+                **({"depends_on": [f"s{i - 1}"]} if i else {}),
+            }
+            for i in range(n)
+        ]
+    }
+
+
 def flow_shape(project, user, n: int, shape: str) -> dict:
     from flows.models import Run, StepRun
     from flows.services import flow_create, run_start
@@ -175,19 +192,7 @@ def flow_shape(project, user, n: int, shape: str) -> dict:
             ]
         }
     else:
-        definition = {
-            "steps": [
-                {
-                    "id": f"s{i}",
-                    "kind": "tool",
-                    "tool": "echo",
-                    "agent": "op",
-                    "arguments": {"text": "x"},
-                    **({"depends_on": [f"s{i - 1}"]} if i else {}),
-                }
-                for i in range(n)
-            ]
-        }
+        definition = pipeline_definition(n)
     flow = flow_create(
         project=project, slug=f"{shape}-{uuid.uuid4().hex[:6]}", source=definition, actor=user
     )
@@ -229,19 +234,7 @@ def step_costs(project, user, n: int = 20) -> dict:
     from flows.models import Run
     from flows.services import flow_create, run_start
 
-    definition = {
-        "steps": [
-            {
-                "id": f"s{i}",
-                "kind": "tool",
-                "tool": "echo",
-                "agent": "op",
-                "arguments": {"text": "x"},
-                **({"depends_on": [f"s{i - 1}"]} if i else {}),
-            }
-            for i in range(n)
-        ]
-    }
+    definition = pipeline_definition(n)
     flow = flow_create(
         project=project, slug=f"costs-{uuid.uuid4().hex[:6]}", source=definition, actor=user
     )

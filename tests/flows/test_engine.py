@@ -488,16 +488,16 @@ def test_a_tool_step_whose_call_needs_approval_waits_then_runs_once(
         assert not tool_server.requests
 
 
-def test_an_agent_step_parked_on_a_tool_approval_resumes_after_the_decision(
-    project, admin_user, world, pump, tool_server
-):
+def start_parked_pay(project, admin_user, pump, *, final_text):
+    """Start a one-step flow whose agent (``guard``) proposes a call its grant sends for
+    approval, then answers ``final_text``; pump until the step parks. Returns the run."""
     guarded_agent(
         project,
         admin_user,
         script={
             "responses": [
                 {"tool_calls": [{"name": "effect", "arguments": {"op": "big"}}]},
-                {"text": "paid"},
+                {"text": final_text},
             ]
         },
     )
@@ -505,6 +505,13 @@ def test_an_agent_step_parked_on_a_tool_approval_resumes_after_the_decision(
         project, admin_user, "steps:\n  - {id: pay, kind: agent, agent: guard, input: pay}\n"
     )
     pump.run()
+    return run
+
+
+def test_an_agent_step_parked_on_a_tool_approval_resumes_after_the_decision(
+    project, admin_user, world, pump, tool_server
+):
+    run = start_parked_pay(project, admin_user, pump, final_text="paid")
     pay = steps_of(run)["pay"]
     assert pay.status == "waiting_approval", pay.error
     [request_id] = pay.approval_request_ids
@@ -681,20 +688,7 @@ def test_an_agent_step_whose_approval_expired_or_was_cancelled_tells_the_model_w
     from agents.models import AgentTurn
     from approvals.services import approval_cancel, approvals_expire
 
-    guarded_agent(
-        project,
-        admin_user,
-        script={
-            "responses": [
-                {"tool_calls": [{"name": "effect", "arguments": {"op": "big"}}]},
-                {"text": "gave up"},
-            ]
-        },
-    )
-    run = start(
-        project, admin_user, "steps:\n  - {id: pay, kind: agent, agent: guard, input: pay}\n"
-    )
-    pump.run()
+    run = start_parked_pay(project, admin_user, pump, final_text="gave up")
     [request_id] = steps_of(run)["pay"].approval_request_ids
     with TestCase.captureOnCommitCallbacks(execute=True):
         if ending == "expired":

@@ -178,19 +178,18 @@ steps:
 """
 
 
-@pytest.mark.parametrize("tool", ["hold-before", "hold-after"])
-def test_a_worker_killed_mid_step_is_replaced_and_the_side_effect_happens_once(
-    project, admin_user, world, tool_server, tmp_path, settings, tool
-):
+def kill_mid_pay_and_finish(project, admin_user, tool_server, tmp_path, settings, source, tool):
+    """Start ``source`` on a worker, SIGKILL the worker while the ``pay`` step's HTTP call
+    is held by the tool server (before its side effect for ``hold-before``, after it for
+    ``hold-after``), then let a new worker and the sweep finish the run. Returns the final
+    run and the pay step run as it was when the worker died."""
     # Short, so the sweep requeues the killed worker's step soon; 5 s, not 2: on a loaded
     # 2-core machine (SQLite) a 2 s lease renewed every 0.67 s expired under the new worker.
     lease = {"FLOWS_LEASE_SECONDS": "5"}
     first = start_worker(tmp_path, settings, **lease)
     second = None
     try:
-        run = start(project, admin_user, CRASH % tool)
-        # The pay step is running and its HTTP call is held by the tool server: before the
-        # side effect (hold-before) or after it (hold-after).
+        run = start(project, admin_user, source)
         assert tool_server.held.wait(120), first.output()
         pay = StepRun.objects.get(run=run, step_id="pay")
         assert pay.status == "running" and pay.lease_owner
@@ -215,11 +214,21 @@ def test_a_worker_killed_mid_step_is_replaced_and_the_side_effect_happens_once(
         first.stop()
         if second is not None:
             second.stop()
+    return run, pay
+
+
+@pytest.mark.parametrize("tool", ["hold-before", "hold-after"])
+def test_a_worker_killed_mid_step_is_replaced_and_the_side_effect_happens_once(
+    project, admin_user, world, tool_server, tmp_path, settings, tool
+):
+    run, _ = kill_mid_pay_and_finish(
+        project, admin_user, tool_server, tmp_path, settings, CRASH % tool, tool
+    )
     assert run.status == "succeeded", run.error
     pay = StepRun.objects.get(run=run, step_id="pay")
     statuses = [a["status"] for a in pay.attempts]
     # The killed attempt's lease expired; on a loaded machine the new worker's first
-    # attempt may lose its short (2 s) lease too before it succeeds: never a failure.
+    # attempt may lose its short (5 s) lease too before it succeeds: never a failure.
     assert statuses[-1] == "succeeded"
     assert set(statuses[:-1]) == {"lease_expired"}, statuses
     assert pay.attempt == len(statuses)
@@ -429,38 +438,13 @@ def test_an_agent_step_rerun_after_its_worker_was_killed_sends_the_same_keys(
         },
         grants=[{"tool": "echo"}, {"tool": tool}],
     )
-    # Short, so the sweep requeues the killed worker's step soon; 5 s, not 2: on a loaded
-    # 2-core machine (SQLite) a 2 s lease renewed every 0.67 s expired under the new worker.
-    lease = {"FLOWS_LEASE_SECONDS": "5"}
-    first = start_worker(tmp_path, settings, **lease)
-    second = None
-    try:
-        run = start(project, admin_user, AGENT_CRASH)
-        assert tool_server.held.wait(120), first.output()
-        pay = StepRun.objects.get(run=run, step_id="pay")
-        assert pay.status == "running" and pay.lease_owner
-        first_turn = AgentTurn.objects.get(run_id=str(run.pk), step_id=str(pay.pk))
-        first.kill()
-        tool_server.release()
-        if tool == "hold-after":
-            assert len(tool_server.effects) == 1  # happened before the crash
-        else:
-            time.sleep(0.5)
-            assert not tool_server.effects  # the killed caller never completed it
-
-        settings.FLOWS_TASK_QUEUE = first.queue
-        second = Worker(first.queue, tmp_path / "second.log", **lease)
-
-        def finished():
-            engine.sweep()  # what beat does: requeue the step whose lease expired
-            fresh = Run.objects.get(pk=run.pk)
-            return fresh if fresh.is_final else None
-
-        run = wait_for(finished, worker=second, every=0.5)
-    finally:
-        first.stop()
-        if second is not None:
-            second.stop()
+    run, held = kill_mid_pay_and_finish(
+        project, admin_user, tool_server, tmp_path, settings, AGENT_CRASH, tool
+    )
+    # The killed attempt's turn: the step's first (the re-run made another).
+    first_turn = (
+        AgentTurn.objects.filter(run_id=str(run.pk), step_id=str(held.pk)).order_by("pk").first()
+    )
     assert run.status == "succeeded", run.error
     assert run.output == {"pay": "paid"}
     pay = StepRun.objects.get(run=run, step_id="pay")
