@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -10,11 +11,10 @@ from functools import partial
 from typing import Any
 
 from django.db import IntegrityError, connection, models, transaction
-from django.db.models.sql import InsertQuery
 from django.utils import timezone
 
 from controlplane.context import Actor, current_actor, current_request_id, current_trace_id
-from governance.audit_chain import event_hash, mask_secrets, to_json_data
+from governance.audit_chain import event_hash_from_text, mask_secrets, to_json_data
 from governance.metrics import observe_audit_event
 from governance.models import AuditChainHead, AuditEvent
 
@@ -161,51 +161,88 @@ def audit_record(
     return event
 
 
+# Events per INSERT statement (17 parameters each; SQLite allows 32,766 per statement).
+_INSERT_CHUNK = 500
+_json_text = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
 def _append_to_chain(events: list[AuditEvent]) -> None:
     """Give ``events`` their sequence numbers and hashes after the chain head and insert
-    them: one head lock, one INSERT, one head update. Call inside a transaction."""
-    head = AuditChainHead.objects.select_for_update().filter(pk=1).first()
-    if head is None:
+    them: one head lock, one INSERT, one head update (on PostgreSQL the INSERT and the head
+    update are one statement). Call inside a transaction.
+
+    The hot path of every governed call, so written in SQL by hand rather than through
+    the ORM's insert compiler (which cost more CPU than the round trips): the column list
+    is the model's, the values are adapted with the connection's own adapters, and each
+    event's ``data`` is serialized once to JSON text, which is both the stored value and
+    the input of ``event_hash_from_text`` (the same digest as ``event_hash``, computed
+    mostly by the C ``json`` module; see ``governance.audit_chain``).
+    """
+    head_table = connection.ops.quote_name(AuditChainHead._meta.db_table)
+    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT sequence, hash FROM {head_table} WHERE id = 1{lock}"  # noqa: S608
+        )
+        row = cursor.fetchone()
+    if row is None:
         head = _genesis_head()
-    sequence, prev_hash = head.sequence, head.hash
+        row = (head.sequence, head.hash)
+    sequence, prev_hash = row
+    rows: list[list[Any]] = []
     for event in events:
         sequence += 1
         event.sequence = sequence
         event.prev_hash = prev_hash
-        event.hash = prev_hash = event_hash(event.__dict__)
-    head.sequence, head.hash = sequence, prev_hash
-    if connection.vendor == "postgresql":
-        _insert_and_move_head(events, head)
-        return
-    if len(events) == 1:
-        events[0].save()
-    else:
-        AuditEvent.objects.bulk_create(events)
-    head.save(update_fields=["sequence", "hash"])
-
-
-def _insert_and_move_head(events: list[AuditEvent], head: AuditChainHead) -> None:
-    """PostgreSQL: insert ``events`` (their sequence numbers, the primary key, are set)
-    and move the head in one statement: a data-modifying CTE around the INSERT Django's
-    bulk insert compiles. One round trip instead of two."""
-    query = InsertQuery(AuditEvent)
-    query.insert_values(AuditEvent._meta.concrete_fields, events)
-    statements = query.get_compiler(connection=connection).as_sql()
-    (insert_sql, params), *rest = statements
-    if rest:  # not one multi-row INSERT: the ORM's way
-        AuditEvent.objects.bulk_create(events)
-        head.save(update_fields=["sequence", "hash"])
-        return
-    head_table = connection.ops.quote_name(AuditChainHead._meta.db_table)
+        data_text = _json_text(event.data)
+        event.hash = prev_hash = event_hash_from_text(event.__dict__, data_text)
+        rows.append(_event_row(event, data_text))
+    postgres = connection.vendor == "postgresql"
+    head_sql = f"UPDATE {head_table} SET sequence = %s, hash = %s WHERE id = 1"  # noqa: S608
+    chunks = [rows[i : i + _INSERT_CHUNK] for i in range(0, len(rows), _INSERT_CHUNK)]
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"WITH inserted AS ({insert_sql})"  # noqa: S608 - SQL compiled by Django
-            f" UPDATE {head_table} SET sequence = %s, hash = %s WHERE id = %s",
-            [*params, head.sequence, head.hash, head.pk],
-        )
+        for index, chunk in enumerate(chunks):
+            insert_sql = _insert_sql(len(chunk), postgres=postgres)
+            params = [value for row in chunk for value in row]
+            if postgres and index == len(chunks) - 1:
+                cursor.execute(
+                    f"WITH inserted AS ({insert_sql}) {head_sql}", [*params, sequence, prev_hash]
+                )
+            else:
+                cursor.execute(insert_sql, params)
+        if not postgres:
+            cursor.execute(head_sql, [sequence, prev_hash])
     for event in events:
         event._state.adding = False
         event._state.db = connection.alias
+
+
+_EVENT_COLUMNS = tuple(field.column for field in AuditEvent._meta.concrete_fields)
+
+
+def _event_row(event: AuditEvent, data_text: str) -> list[Any]:
+    """The INSERT values of ``event`` in ``_EVENT_COLUMNS`` order (``data`` as JSON text)."""
+    values = []
+    for field in AuditEvent._meta.concrete_fields:
+        if field.name == "data":
+            values.append(data_text)
+        elif field.name == "occurred_at":
+            values.append(connection.ops.adapt_datetimefield_value(event.occurred_at))
+        else:
+            values.append(getattr(event, field.attname))
+    return values
+
+
+def _insert_sql(count: int, *, postgres: bool) -> str:
+    """``INSERT INTO governance_auditevent (...) VALUES (...), ...`` for ``count`` events;
+    on PostgreSQL the JSON text is cast to ``jsonb``."""
+    table = connection.ops.quote_name(AuditEvent._meta.db_table)
+    columns = ", ".join(connection.ops.quote_name(column) for column in _EVENT_COLUMNS)
+    placeholders = ", ".join(
+        "%s::jsonb" if postgres and column == "data" else "%s" for column in _EVENT_COLUMNS
+    )
+    values = ", ".join([f"({placeholders})"] * count)
+    return f"INSERT INTO {table} ({columns}) VALUES {values}"  # noqa: S608
 
 
 @contextmanager
