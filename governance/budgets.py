@@ -668,7 +668,7 @@ def _move_status(reservation: BudgetReservation, new_status: str, **fields: Any)
 
 
 def budget_settle(
-    *, call_id: str, actual_usd: Decimal, now: datetime | None = None
+    *, call_id: str, actual_usd: Decimal, now: datetime | None = None, project=None
 ) -> BudgetReservation:
     """Replace the reservation of ``call_id`` with the call's real cost ``actual_usd``
     (Decimal USD): for each budget it held, reserved -= reserved amount and spent +=
@@ -681,6 +681,12 @@ def budget_settle(
     says from which status). The actual cost may exceed the reserved amount; spent then
     goes over the limit, as it really did.
 
+    ``project`` (optional) is the reservation's project when the caller has it loaded
+    (saves reading it again for the audit event). Runs in the caller's transaction when
+    there is one (no savepoint: the governed call path settles inside its batch, and an
+    error here fails that whole batch); ``ReservationNotFound`` is raised after the block,
+    so a caller may catch it and go on.
+
     Raises ``ReservationNotFound``, and ``ValueError`` / ``TypeError`` for a bad amount.
     """
     from governance.services import audit_record
@@ -689,34 +695,48 @@ def budget_settle(
     actual = _usd(actual_usd, "actual_usd")
     now = now or timezone.now()
     alerts: list[tuple[Budget, BudgetAlert]] = []
-    with transaction.atomic():
-        reservation = _lock_reservation(call_id)
-        if reservation.status == ReservationStatus.SETTLED:
-            return reservation
-        before = reservation.status
-        locked = _locked_lines(reservation)
-        _move_status(reservation, ReservationStatus.SETTLED, settled_usd=actual, finished_at=now)
-        for line, period in locked:
-            if before == ReservationStatus.RESERVED:
-                period.reserved_usd -= line.amount_usd
-            period.spent_usd += actual
-            period.save(update_fields=["reserved_usd", "spent_usd", "updated_at"])
-            alerts.extend(
-                (line.budget, alert) for alert in _record_alerts(line.budget, period, now)
-            )
-        audit_record(
-            action="budget.settled",
-            obj=reservation,
-            data={
-                "call_id": call_id,
-                "reserved_usd": reservation.amount_usd,
-                "actual_usd": actual,
-                "after": before,
-                "budgets": [line.budget.name for line, _ in locked],
-            },
+    with transaction.atomic(savepoint=False):
+        # The row lock and whether it holds any budget, in one query: a call under no
+        # budget (the common case) reads no lines and locks no periods.
+        reservation = (
+            BudgetReservation.objects.select_for_update()
+            .annotate(held=Exists(BudgetReservationLine.objects.filter(reservation=OuterRef("pk"))))
+            .filter(call_id=call_id)
+            .first()
         )
-        for budget, alert in alerts:
-            transaction.on_commit(lambda b=budget, a=alert: _send_alert(b, a))
+        if reservation is None or reservation.status == ReservationStatus.SETTLED:
+            locked = None
+        else:
+            if project is not None and project.pk == reservation.project_id:
+                reservation.project = project
+            before = reservation.status
+            locked = _locked_lines(reservation) if reservation.held else []
+            _move_status(
+                reservation, ReservationStatus.SETTLED, settled_usd=actual, finished_at=now
+            )
+            for line, period in locked:
+                if before == ReservationStatus.RESERVED:
+                    period.reserved_usd -= line.amount_usd
+                period.spent_usd += actual
+                period.save(update_fields=["reserved_usd", "spent_usd", "updated_at"])
+                alerts.extend(
+                    (line.budget, alert) for alert in _record_alerts(line.budget, period, now)
+                )
+            audit_record(
+                action="budget.settled",
+                obj=reservation,
+                data={
+                    "call_id": call_id,
+                    "reserved_usd": reservation.amount_usd,
+                    "actual_usd": actual,
+                    "after": before,
+                    "budgets": [line.budget.name for line, _ in locked],
+                },
+            )
+            for budget, alert in alerts:
+                transaction.on_commit(lambda b=budget, a=alert: _send_alert(b, a))
+    if reservation is None:
+        raise ReservationNotFound(f"no budget reservation has call id {call_id!r}")
     return reservation
 
 

@@ -294,7 +294,7 @@ class GovernedModel(WrapperModel):
             except ModelCallRefused as exc:
                 refused = exc
         with ctx.batch():
-            budget_settle(call_id=call_id, actual_usd=priced.cost_usd)
+            budget_settle(call_id=call_id, actual_usd=priced.cost_usd, project=ctx.project)
             cost_record(
                 call_id=call_id,
                 kind="model",
