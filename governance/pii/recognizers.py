@@ -385,7 +385,8 @@ def entity_gates(*, phone_regions: Sequence[str]) -> dict[str, re.Pattern[str]]:
         "OPENAI_API_KEY": r"sk-",
         "ANTHROPIC_API_KEY": r"sk-ant-",
         "AWS_ACCESS_KEY_ID": r"AKIA|ASIA",
-        "AWS_SECRET_ACCESS_KEY": r"[A-Za-z0-9/+]{40}",
+        # A run of exactly 40, as the recognizer requires (a 64-hex digest is not one).
+        "AWS_SECRET_ACCESS_KEY": r"(?<![A-Za-z0-9/+=])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])",
         "GITHUB_TOKEN": r"gh[pousr]_|github_pat_",
         "PRIVATE_KEY": r"(?i)PRIVATE KEY",
         "BEARER_TOKEN": r"(?i)bearer",

@@ -316,6 +316,21 @@ def test_secret_recognizers_ignore(scanner, entity, text):
     assert result.findings == () and result.text_out == text
 
 
+def test_the_aws_secret_gate_skips_digests_but_not_keys(scanner):
+    # The gate (a cheap regex that decides whether Presidio runs at all) asks for a run of
+    # exactly 40, as the recognizer does: audit data full of SHA-256 argument hashes does
+    # not send each one through the analyzer, and a key is still found.
+    rules = DEFAULT_PII_POLICY.audit
+    digest = "a6ed1c596ebafc4723b8c295c4ebe7e062c014debf0d341251bf5fb92d26b229"
+    assert "AWS_SECRET_ACCESS_KEY" not in scanner._entities_to_run(digest, rules)
+    keyed = f"aws secret {AWS_SECRET}"
+    assert "AWS_SECRET_ACCESS_KEY" in scanner._entities_to_run(keyed, rules)
+    assert "AWS_SECRET_ACCESS_KEY" in scanner._entities_to_run(f"key:{AWS_SECRET}.", rules)
+    text = f'{{"aws_secret_access_key": "{AWS_SECRET}"}}'
+    result = scan(text, "audit", PiiPolicy(audit=rules), scanner=scanner)
+    assert [f.entity_type for f in result.findings] == ["AWS_SECRET_ACCESS_KEY"]
+
+
 # --- thresholds and overlaps --------------------------------------------------------------
 
 
