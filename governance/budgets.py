@@ -44,7 +44,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, models, transaction
 from django.db.models import (
     Case,
     Count,
@@ -60,7 +60,9 @@ from django.db.models import (
     Value,
     When,
 )
+from django.db.models.constants import OnConflict
 from django.db.models.functions import Coalesce, TruncDate
+from django.db.models.sql import InsertQuery
 from django.utils import timezone
 
 from governance.models import (
@@ -552,21 +554,24 @@ def budget_reserve(
     foreign = [b.name for b in budgets if b.project_id != project.pk]
     if foreign:
         raise ValueError(f"budgets of another project: {', '.join(foreign)}")
-    # A repeated call id is found by the unique constraint below (one query fewer on the
-    # usual path than looking it up first).
     now = now or timezone.now()
-    try:
-        with transaction.atomic():
-            # Claim the call id first: a concurrent claimer of the same id makes this insert
-            # wait (holding nothing else) and then fail; the lock order stays reservation
-            # row, then period rows, as in settle / release / expire.
-            reservation = BudgetReservation.objects.create(
-                call_id=call_id,
-                project=project,
-                amount_usd=amount,
-                created_at=now,
-                expires_at=now + timedelta(seconds=ttl_seconds),
-            )
+    exceeded: BudgetExceeded | None = None
+    # No savepoint: the governed call path reserves inside its batch, and nothing here
+    # raises after writing (a repeated call id is an INSERT that does nothing; a hard budget
+    # over its limit deletes the row it inserted and raises after the block).
+    with transaction.atomic(savepoint=False):
+        # Claim the call id first: a concurrent claimer of the same id makes this insert
+        # wait (holding nothing else) and then do nothing; the lock order stays reservation
+        # row, then period rows, as in settle / release / expire.
+        reservation = BudgetReservation(
+            call_id=call_id,
+            project=project,
+            amount_usd=amount,
+            created_at=now,
+            expires_at=now + timedelta(seconds=ttl_seconds),
+        )
+        created = insert_unless_exists(reservation)
+        if created:
             active = list(
                 Budget.objects.filter(pk__in={b.pk for b in budgets}, active=True).order_by("pk")
             )
@@ -578,7 +583,7 @@ def budget_reserve(
                 if period.spent_usd + period.reserved_usd + amount <= budget.limit_usd:
                     continue
                 if budget.hard:
-                    raise BudgetExceeded(
+                    exceeded = BudgetExceeded(
                         budget=budget,
                         period_start=period.period_start,
                         limit_usd=budget.limit_usd,
@@ -586,50 +591,83 @@ def budget_reserve(
                         reserved_usd=period.reserved_usd,
                         amount_usd=amount,
                     )
+                    break
                 soft_over.append(budget.name)
-            for period in periods:
-                period.reserved_usd += amount
-                period.save(update_fields=["reserved_usd", "updated_at"])
-            BudgetReservationLine.objects.bulk_create(
-                BudgetReservationLine(
-                    reservation=reservation, budget=budget, period=period, amount_usd=amount
-                )
-                for budget, period in zip(active, periods, strict=True)
-            )
-            if soft_over:
-                logger.warning(
-                    "reservation %s takes soft budget(s) %s over their limit",
-                    call_id,
-                    ", ".join(soft_over),
-                )
-            audit_record(
-                action="budget.reserved",
-                obj=reservation,
-                project=project,
-                data={
-                    "call_id": call_id,
-                    "amount_usd": amount,
-                    "budgets": [b.name for b in active],
-                    "soft_over_limit": soft_over,
-                    "expires_at": reservation.expires_at,
-                },
-            )
-    except BudgetExceeded as exc:
-        logger.info("budget reservation denied: %s", exc)
+            if exceeded is not None:
+                BudgetReservation.objects.filter(pk=reservation.pk).delete()
+            else:
+                _hold(reservation, active, periods, amount, soft_over)
+    if exceeded is not None:
+        logger.info("budget reservation denied: %s", exceeded)
         audit_record(
             action="budget.reservation.denied",
             project=project,
-            obj=exc.budget,
-            data={"call_id": call_id, **exc.as_data()},
+            obj=exceeded.budget,
+            data={"call_id": call_id, **exceeded.as_data()},
         )
-        raise
-    except IntegrityError:
-        # A concurrent caller reserved the same call id first: theirs is the reservation.
+        raise exceeded
+    if not created:
+        # The call id was reserved before (a retry) or by a concurrent caller that
+        # committed first: theirs is the reservation.
         existing = BudgetReservation.objects.filter(call_id=call_id).first()
-        if existing is None:
-            raise
+        if existing is None:  # pragma: no cover - the conflicting row was just seen
+            raise ReservationNotFound(f"no budget reservation has call id {call_id!r}")
         return _same_project(existing, project)
     return reservation
+
+
+def _hold(reservation, active, periods, amount: Decimal, soft_over: list[str]) -> None:
+    """Add ``amount`` to each locked period's reserved total, write the reservation's
+    lines and audit ``budget.reserved`` (inside ``budget_reserve``'s transaction)."""
+    from governance.services import audit_record
+
+    for period in periods:
+        period.reserved_usd += amount
+        period.save(update_fields=["reserved_usd", "updated_at"])
+    BudgetReservationLine.objects.bulk_create(
+        BudgetReservationLine(
+            reservation=reservation, budget=budget, period=period, amount_usd=amount
+        )
+        for budget, period in zip(active, periods, strict=True)
+    )
+    if soft_over:
+        logger.warning(
+            "reservation %s takes soft budget(s) %s over their limit",
+            reservation.call_id,
+            ", ".join(soft_over),
+        )
+    audit_record(
+        action="budget.reserved",
+        obj=reservation,
+        project=reservation.project,
+        data={
+            "call_id": reservation.call_id,
+            "amount_usd": amount,
+            "budgets": [b.name for b in active],
+            "soft_over_limit": soft_over,
+            "expires_at": reservation.expires_at,
+        },
+    )
+
+
+def insert_unless_exists(obj: models.Model) -> bool:
+    """INSERT ``obj`` (a new instance of a model with an auto primary key) unless a row
+    with one of its unique values exists: ``INSERT ... ON CONFLICT DO NOTHING RETURNING
+    id`` (``INSERT OR IGNORE`` on SQLite). Returns True and sets ``obj.pk`` when the row
+    was inserted, False when it existed (nothing written, no error, so the caller's
+    transaction goes on without a savepoint). A concurrent insert of the same value makes
+    this wait for that transaction, then do nothing if it committed."""
+    meta = obj._meta
+    fields = [f for f in meta.local_concrete_fields if not f.primary_key]
+    query = InsertQuery(obj.__class__, on_conflict=OnConflict.IGNORE)
+    query.insert_values(fields, [obj])
+    rows = query.get_compiler(connection=connection).execute_sql(returning_fields=[meta.pk])
+    if not rows or rows[0] is None or rows[0][0] is None:
+        return False
+    obj.pk = rows[0][0]
+    obj._state.adding = False
+    obj._state.db = connection.alias
+    return True
 
 
 def _same_project(reservation: BudgetReservation, project) -> BudgetReservation:
@@ -967,9 +1005,10 @@ def cost_record(
         )
     except ValidationError as exc:
         raise ValueError(f"invalid cost entry: {exc.message_dict}") from exc
-    try:
-        with transaction.atomic():
-            entry.save(force_insert=True)
+    # No savepoint (the model call path records inside its batch): a repeated call id is
+    # an INSERT that does nothing.
+    with transaction.atomic(savepoint=False):
+        if created := insert_unless_exists(entry):
             audit_record(
                 action="cost.recorded",
                 obj=entry,
@@ -986,10 +1025,10 @@ def cost_record(
                 },
             )
             cost_rollup_add(entry)
-    except IntegrityError:
+    if not created:
         existing = CostEntry.objects.filter(call_id=call_id).first()
-        if existing is None:
-            raise
+        if existing is None:  # pragma: no cover - the conflicting row was just seen
+            raise ValueError(f"cost entry {call_id!r} conflicts with another unique value")
         return existing
     return entry
 
