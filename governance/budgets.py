@@ -44,7 +44,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, connection, models, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import (
     Case,
     Count,
@@ -60,11 +60,10 @@ from django.db.models import (
     Value,
     When,
 )
-from django.db.models.constants import OnConflict
 from django.db.models.functions import Coalesce, TruncDate
-from django.db.models.sql import InsertQuery
 from django.utils import timezone
 
+from controlplane.db import insert_unless_exists, instance_from_row
 from governance.models import (
     USD_DIGITS,
     Budget,
@@ -650,26 +649,6 @@ def _hold(reservation, active, periods, amount: Decimal, soft_over: list[str]) -
     )
 
 
-def insert_unless_exists(obj: models.Model) -> bool:
-    """INSERT ``obj`` (a new instance of a model with an auto primary key) unless a row
-    with one of its unique values exists: ``INSERT ... ON CONFLICT DO NOTHING RETURNING
-    id`` (``INSERT OR IGNORE`` on SQLite). Returns True and sets ``obj.pk`` when the row
-    was inserted, False when it existed (nothing written, no error, so the caller's
-    transaction goes on without a savepoint). A concurrent insert of the same value makes
-    this wait for that transaction, then do nothing if it committed."""
-    meta = obj._meta
-    fields = [f for f in meta.local_concrete_fields if not f.primary_key]
-    query = InsertQuery(obj.__class__, on_conflict=OnConflict.IGNORE)
-    query.insert_values(fields, [obj])
-    rows = query.get_compiler(connection=connection).execute_sql(returning_fields=[meta.pk])
-    if not rows or rows[0] is None or rows[0][0] is None:
-        return False
-    obj.pk = rows[0][0]
-    obj._state.adding = False
-    obj._state.db = connection.alias
-    return True
-
-
 def _same_project(reservation: BudgetReservation, project) -> BudgetReservation:
     if reservation.project_id != project.pk:
         raise ValueError(f"call id {reservation.call_id!r} is reserved in another project")
@@ -705,6 +684,57 @@ def _move_status(reservation: BudgetReservation, new_status: str, **fields: Any)
         setattr(reservation, key, value)
 
 
+_SETTLE_COLUMNS = ("id", "call_id", "project_id", "amount_usd", "status")
+
+
+def _lock_for_settle(call_id: str) -> BudgetReservation | None:
+    """The reservation of ``call_id`` locked (``FOR UPDATE``) with ``held``: whether it
+    holds any budget (one query; a call under no budget reads no lines). SQL by hand:
+    the settlement runs for every model call. None if there is none."""
+    qn = connection.ops.quote_name
+    table = qn(BudgetReservation._meta.db_table)
+    lines = qn(BudgetReservationLine._meta.db_table)
+    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
+    columns = ", ".join(f"r.{qn(c)}" for c in _SETTLE_COLUMNS)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {columns}, EXISTS (SELECT 1 FROM {lines} l WHERE l.reservation_id = r.id) "  # noqa: S608
+            f"FROM {table} r WHERE r.call_id = %s{lock}",
+            [call_id],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    reservation = instance_from_row(BudgetReservation, _SETTLE_COLUMNS, row[:-1])
+    reservation.held = bool(row[-1])
+    return reservation
+
+
+def _settle_status(reservation: BudgetReservation, actual: Decimal, now: datetime) -> None:
+    """``_move_status`` to settled, as one UPDATE written by hand (see ``_lock_for_settle``)."""
+    meta = BudgetReservation._meta
+    qn = connection.ops.quote_name
+    settled = meta.get_field("settled_usd")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {qn(meta.db_table)} SET status = %s, settled_usd = %s, finished_at = %s "  # noqa: S608
+            "WHERE id = %s AND status = %s",
+            [
+                ReservationStatus.SETTLED.value,
+                settled.get_db_prep_save(actual, connection),
+                connection.ops.adapt_datetimefield_value(now),
+                reservation.pk,
+                reservation.status,
+            ],
+        )
+        changed = cursor.rowcount
+    if changed != 1:  # pragma: no cover - the row lock makes this unreachable
+        raise RuntimeError(f"reservation {reservation.call_id} changed under its lock")
+    reservation.status = ReservationStatus.SETTLED
+    reservation.settled_usd = actual
+    reservation.finished_at = now
+
+
 def budget_settle(
     *, call_id: str, actual_usd: Decimal, now: datetime | None = None, project=None
 ) -> BudgetReservation:
@@ -734,14 +764,7 @@ def budget_settle(
     now = now or timezone.now()
     alerts: list[tuple[Budget, BudgetAlert]] = []
     with transaction.atomic(savepoint=False):
-        # The row lock and whether it holds any budget, in one query: a call under no
-        # budget (the common case) reads no lines and locks no periods.
-        reservation = (
-            BudgetReservation.objects.select_for_update()
-            .annotate(held=Exists(BudgetReservationLine.objects.filter(reservation=OuterRef("pk"))))
-            .filter(call_id=call_id)
-            .first()
-        )
+        reservation = _lock_for_settle(call_id)
         if reservation is None or reservation.status == ReservationStatus.SETTLED:
             locked = None
         else:
@@ -749,9 +772,7 @@ def budget_settle(
                 reservation.project = project
             before = reservation.status
             locked = _locked_lines(reservation) if reservation.held else []
-            _move_status(
-                reservation, ReservationStatus.SETTLED, settled_usd=actual, finished_at=now
-            )
+            _settle_status(reservation, actual, now)
             for line, period in locked:
                 if before == ReservationStatus.RESERVED:
                     period.reserved_usd -= line.amount_usd

@@ -129,6 +129,20 @@ def usage_limits(version: AgentVersion) -> UsageLimits:
     )
 
 
+# What a turn's end writes (its input, version and ids were written when it started).
+_FINISHED_FIELDS = (
+    "status",
+    "output",
+    "error",
+    "messages",
+    "pending",
+    "model_requests",
+    "tool_calls",
+    "cost_usd",
+    "updated_at",
+)
+
+
 def _finish(ctx: TurnContext, result: TurnResult, messages_json: bytes | None) -> TurnResult:
     turn = ctx.turn
     turn.status = result.status
@@ -143,7 +157,7 @@ def _finish(ctx: TurnContext, result: TurnResult, messages_json: bytes | None) -
     turn.tool_calls += ctx.tool_calls
     turn.cost_usd = Decimal(turn.cost_usd) + ctx.cost_usd
     with ctx.batch():
-        turn.save()
+        turn.save(update_fields=_FINISHED_FIELDS)
         audit_record(
             action=f"agent.turn.{result.status}",
             obj=ctx.version,
