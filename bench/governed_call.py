@@ -12,7 +12,8 @@ text: 2 model requests + 3 tool calls = 5 governed calls) run
 Overhead per governed call = (governed turn - ungoverned p50) / 5, reported as p50 and
 p99 over the iterations (``overhead_p50_ms``, ``overhead_p99_ms`` per configuration).
 
-Also reported: the durable commits one governed turn makes (``commits_per_turn``), the
+Also reported: the durable commits one governed turn makes (``commits_per_turn``) and its
+round trips to the database (``round_trips_per_turn``: statements, BEGIN and COMMIT), the
 latency of the cheapest durable write on the database (``durable_write``, see
 ``bench.common.durable_write_latency_ms``), and what the commits alone cost per call, as
 built and at the design's minimum (``MIN_COMMITS_PER_TURN``): the floor under the
@@ -129,8 +130,9 @@ def governed_runner(version, *, pii: bool):
     return run
 
 
-def turn_commits(version) -> int:
-    """Durable commits of one governed turn (PII off), counted from the queries."""
+def turn_statements(version) -> tuple[int, int]:
+    """Durable commits and round trips (statements incl. BEGIN / COMMIT / SAVEPOINT) of
+    one governed turn (PII off), counted from the queries."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
@@ -138,7 +140,7 @@ def turn_commits(version) -> int:
     run()
     with CaptureQueriesContext(connection) as captured:
         run()
-    return commits_in(captured.captured_queries)
+    return commits_in(captured.captured_queries), len(captured.captured_queries)
 
 
 def timed(run, iterations: int, warmup: int) -> list[float]:
@@ -172,7 +174,7 @@ def main() -> None:
             "turn_p99_ms": round(percentile(baseline, 0.99), 3),
         },
     }
-    result["commits_per_turn"] = turn_commits(version)
+    result["commits_per_turn"], result["round_trips_per_turn"] = turn_statements(version)
     floor = durable_write_latency_ms()
     result["durable_write"] = floor
     # What the turn's commits alone cost per governed call, as built and at the minimum.
@@ -209,6 +211,7 @@ def main() -> None:
         ("ungoverned turn p50 (ms)", f"{result['ungoverned']['turn_p50_ms']:.3f}"),
         ("durable write (commit) p50 (ms)", f"{floor['p50_ms']:.3f}"),
         ("commits per governed turn", str(result["commits_per_turn"])),
+        ("round trips per governed turn", str(result["round_trips_per_turn"])),
         ("their cost per call p50 (ms)", f"{result['commit_floor_per_call_p50_ms']:.3f}"),
         (
             f"floor per call at {MIN_COMMITS_PER_TURN} commits (ms)",
