@@ -166,10 +166,19 @@ _INSERT_CHUNK = 500
 _json_text = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
+# The chain head this process last wrote, per database: (sequence, hash). Only a guess
+# (another process may have appended since, or the transaction that wrote it rolled back);
+# ``_append_if_head`` checks it in the statement that uses it.
+_head_guess: dict[tuple[str, str], tuple[int, str]] = {}
+
+
+def _guess_key() -> tuple[str, str]:
+    return connection.alias, str(connection.settings_dict.get("NAME"))
+
+
 def _append_to_chain(events: list[AuditEvent]) -> None:
     """Give ``events`` their sequence numbers and hashes after the chain head and insert
-    them: one head lock, one INSERT, one head update (on PostgreSQL the INSERT and the head
-    update are one statement). Call inside a transaction.
+    them, moving the head. Call inside a transaction.
 
     The hot path of every governed call, so written in SQL by hand rather than through
     the ORM's insert compiler (which cost more CPU than the round trips): the column list
@@ -177,7 +186,17 @@ def _append_to_chain(events: list[AuditEvent]) -> None:
     event's ``data`` is serialized once to JSON text, which is both the stored value and
     the input of ``event_hash_from_text`` (the same digest as ``event_hash``, computed
     mostly by the C ``json`` module; see ``governance.audit_chain``).
+
+    On PostgreSQL the events are first chained after the head this process last wrote
+    and appended by ONE statement that moves the head only if it is still that one
+    (``_append_if_head``); when another writer moved it, the head is read under a row lock
+    and the events are re-chained after it (head lock, then INSERT + head update in one
+    statement). SQLite holds its write lock from BEGIN, so it reads the head directly.
     """
+    postgres = connection.vendor == "postgresql"
+    guess = _head_guess.get(_guess_key()) if postgres else None
+    if guess is not None and len(events) <= _INSERT_CHUNK and _append_if_head(events, guess):
+        return
     head_table = connection.ops.quote_name(AuditChainHead._meta.db_table)
     lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
     with connection.cursor() as cursor:
@@ -188,16 +207,7 @@ def _append_to_chain(events: list[AuditEvent]) -> None:
     if row is None:
         head = _genesis_head()
         row = (head.sequence, head.hash)
-    sequence, prev_hash = row
-    rows: list[list[Any]] = []
-    for event in events:
-        sequence += 1
-        event.sequence = sequence
-        event.prev_hash = prev_hash
-        data_text = _json_text(event.data)
-        event.hash = prev_hash = event_hash_from_text(event.__dict__, data_text)
-        rows.append(_event_row(event, data_text))
-    postgres = connection.vendor == "postgresql"
+    rows, (sequence, prev_hash) = _chain(events, row)
     head_sql = f"UPDATE {head_table} SET sequence = %s, hash = %s WHERE id = 1"  # noqa: S608
     chunks = [rows[i : i + _INSERT_CHUNK] for i in range(0, len(rows), _INSERT_CHUNK)]
     with connection.cursor() as cursor:
@@ -212,9 +222,67 @@ def _append_to_chain(events: list[AuditEvent]) -> None:
                 cursor.execute(insert_sql, params)
         if not postgres:
             cursor.execute(head_sql, [sequence, prev_hash])
+    _appended(events, (sequence, prev_hash))
+
+
+def _chain(
+    events: list[AuditEvent], head: tuple[int, str]
+) -> tuple[list[list[Any]], tuple[int, str]]:
+    """Number and hash ``events`` after ``head`` (sequence, hash); return their INSERT rows
+    and the new head."""
+    sequence, prev_hash = head
+    rows: list[list[Any]] = []
+    for event in events:
+        sequence += 1
+        event.sequence = sequence
+        event.prev_hash = prev_hash
+        data_text = _json_text(event.data)
+        event.hash = prev_hash = event_hash_from_text(event.__dict__, data_text)
+        rows.append(_event_row(event, data_text))
+    return rows, (sequence, prev_hash)
+
+
+def _appended(events: list[AuditEvent], head: tuple[int, str]) -> None:
     for event in events:
         event._state.adding = False
         event._state.db = connection.alias
+    if connection.vendor == "postgresql":
+        _head_guess[_guess_key()] = head
+
+
+def _append_if_head(events: list[AuditEvent], guess: tuple[int, str]) -> bool:
+    """PostgreSQL: append ``events`` chained after ``guess`` in one statement that moves
+    the head from ``guess`` to the new head and inserts the events only if it did (a
+    conditional UPDATE: it waits for a writer holding the head and re-checks against what
+    that writer committed). Returns False, having written nothing, when the head is
+    elsewhere."""
+    rows, new_head = _chain(events, guess)
+    head_table = connection.ops.quote_name(AuditChainHead._meta.db_table)
+    table = connection.ops.quote_name(AuditEvent._meta.db_table)
+    columns = ", ".join(connection.ops.quote_name(column) for column in _EVENT_COLUMNS)
+    values = ", ".join([f"({_typed_placeholders()})"] * len(rows))
+    sql = (
+        f"WITH moved AS (UPDATE {head_table} SET sequence = %s, hash = %s "  # noqa: S608
+        "WHERE id = 1 AND sequence = %s AND hash = %s RETURNING 1), "
+        f"inserted AS (INSERT INTO {table} ({columns}) SELECT * FROM (VALUES {values}) AS v "
+        "WHERE EXISTS (SELECT 1 FROM moved)) "
+        "SELECT count(*) FROM moved"
+    )
+    params = [*new_head, *guess, *(value for row in rows for value in row)]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        (moved,) = cursor.fetchone()
+    if moved != 1:
+        return False
+    _appended(events, new_head)
+    return True
+
+
+def _typed_placeholders() -> str:
+    # VALUES in a SELECT does not take its column types from the INSERT: cast each one.
+    return ", ".join(
+        f"%s::{field.db_type(connection)}" for field in AuditEvent._meta.concrete_fields
+    )
 
 
 _EVENT_COLUMNS = tuple(field.column for field in AuditEvent._meta.concrete_fields)

@@ -261,3 +261,38 @@ def test_concurrent_writers_form_one_unbroken_chain():
     assert list(AuditEvent.objects.values_list("sequence", flat=True)) == list(range(1, total + 1))
     result = audit_chain_verify()
     assert result.ok and result.checked == total
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("stale", ["sequence", "hash"])
+def test_a_stale_head_guess_writes_nothing_and_falls_back_to_the_locked_head(stale):
+    """PostgreSQL appends after the head this process last wrote, in one statement that
+    moves the head only if it is still there; another writer having moved it (or a guess
+    with the right number but another hash) makes it read the head under a lock."""
+    from django.test.utils import CaptureQueriesContext
+
+    from governance import services
+
+    write_events(2)
+    key = services._guess_key()
+    sequence, digest = services._head_guess[key]
+    assert (sequence, digest) == tuple(AuditChainHead.objects.values_list("sequence", "hash")[0])
+    if stale == "sequence":
+        write_events(1)  # e.g. another process appended since
+        services._head_guess[key] = (sequence, digest)
+    else:
+        services._head_guess[key] = (sequence, "f" * 64)
+    with CaptureQueriesContext(connection) as captured, transaction.atomic():
+        audit_record(action="test.event", data={"i": "after"})
+    statements = [query["sql"] for query in captured.captured_queries]
+    assert any(sql.startswith("WITH moved AS") for sql in statements)
+    assert any(sql.endswith("FOR UPDATE") for sql in statements)
+    total = AuditEvent.objects.count()
+    assert list(AuditEvent.objects.values_list("sequence", flat=True)) == list(range(1, total + 1))
+    assert audit_chain_verify().ok
+    # The guess is right again: the next append is one statement.
+    with CaptureQueriesContext(connection) as captured, transaction.atomic():
+        audit_record(action="test.event", data={"i": "next"})
+    assert not any("FOR UPDATE" in query["sql"] for query in captured.captured_queries)
+    assert audit_chain_verify().ok
