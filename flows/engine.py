@@ -470,23 +470,31 @@ def step_execute(*, step_run_id: int) -> None:
     step run is gone or not pending (a duplicate delivery, a cancelled run)."""
     now = _now()
     owner = _owner()
-    claimed = (
-        StepRun.objects.filter(pk=step_run_id, status=StepStatus.PENDING, lease_owner=QUEUED)
-        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now + EARLY_TOLERANCE))
-        .update(
-            status=StepStatus.RUNNING,
-            lease_owner=owner,
-            lease_expires_at=now + timedelta(seconds=lease_seconds()),
-            attempt=F("attempt") + 1,
-            started_at=Coalesce("started_at", now),
-            updated_at=now,
+    # One transaction (one commit): the claim and, for a tool step, its turn row, which
+    # must be durable before the call (it carries the call's idempotency key).
+    with transaction.atomic():
+        claimed = (
+            StepRun.objects.filter(pk=step_run_id, status=StepStatus.PENDING, lease_owner=QUEUED)
+            .filter(
+                Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now + EARLY_TOLERANCE)
+            )
+            .update(
+                status=StepStatus.RUNNING,
+                lease_owner=owner,
+                lease_expires_at=now + timedelta(seconds=lease_seconds()),
+                attempt=F("attempt") + 1,
+                started_at=Coalesce("started_at", now),
+                updated_at=now,
+            )
         )
-    )
-    if claimed != 1:
-        return
-    step_run = _load_step_run(step_run_id)
-    run = step_run.run
-    if not step_run.compensates and (run.cancel_requested or run.is_final):
+        if claimed != 1:
+            return
+        step_run = _load_step_run(step_run_id)
+        run = step_run.run
+        cancelled = not step_run.compensates and (run.cancel_requested or run.is_final)
+        if not cancelled:
+            _prepare_tool_turn(step_run, run)
+    if cancelled:
         _record(step_run, owner, Outcome("cancelled", error="the run was cancelled"), now)
         return
     heartbeat.hold(step_run.pk, owner)
@@ -500,6 +508,24 @@ def step_execute(*, step_run_id: int) -> None:
     finally:
         heartbeat.release(step_run.pk)
     _record(step_run, owner, outcome, now)
+
+
+def _prepare_tool_turn(step_run: StepRun, run: Run) -> None:
+    """In the claim's transaction, for a tool step: render its arguments and find or create
+    its turn (``_tool_turn``), kept on ``step_run`` for the attempt. Anything unusual (no
+    agent version, a template error, arguments that are not an object) is left to the
+    attempt, which renders again and fails as it always did."""
+    if step_run.kind != "tool" or step_run.agent_version_id is None:
+        return
+    try:
+        spec = _spec_of(definition_of(run), step_run)
+        if getattr(spec, "kind", None) != "tool":
+            return
+        arguments = render_value(spec.arguments, template_context(run, step_run))
+    except Exception:  # noqa: BLE001 - the attempt reports it
+        return
+    if isinstance(arguments, dict):
+        step_run._prepared_tool = (arguments, _tool_turn(step_run, run, arguments))
 
 
 def _run_attempt(step_run: StepRun, run: Run) -> Outcome:
@@ -604,7 +630,8 @@ def _execute_kind(step_run: StepRun, run: Run, definition: FlowDefinition, spec)
             text = render_value(spec.input, context)
             return _execute_agent(step_run, run, spec, str(text))
         if spec.kind == "tool":
-            arguments = render_value(spec.arguments, context)
+            prepared = getattr(step_run, "_prepared_tool", None)
+            arguments = prepared[0] if prepared else render_value(spec.arguments, context)
             return _execute_tool(step_run, run, spec, arguments)
     except TemplateError as exc:
         return Outcome("failed", error=str(exc), error_kind="template")
@@ -684,7 +711,11 @@ def _tool_turn(step_run: StepRun, run: Run, arguments: dict) -> AgentTurn:
     """The step's ``AgentTurn``: created at the first attempt (committed before the call),
     the same one at every later attempt, so the call's idempotency key is stable. A retry
     finds it by the id its failed attempt recorded; an attempt after a worker died
-    mid-call (nothing recorded) by the run and step ids the turn carries."""
+    mid-call (nothing recorded) by the run and step ids the turn carries. The claim's
+    transaction usually did this already (``_prepare_tool_turn``)."""
+    prepared = getattr(step_run, "_prepared_tool", None)
+    if prepared is not None and prepared[0] == arguments:
+        return prepared[1]
     turn = None
     if step_run.turn_id:
         turn = AgentTurn.objects.filter(pk=step_run.turn_id).first()
