@@ -1332,9 +1332,10 @@ def _advance(run: Run, definition: FlowDefinition, changed: list[StepRun]) -> bo
             and step_run.status == StepStatus.SUCCEEDED
             and deps[targets[0]] == {step_run.step_id}
             and targets[0] not in branch_of
+            and targets[0] in (ids := _top_level_ids(run))
         ):
             # Its one dependency just succeeded: ready if still waiting (a pipeline).
-            if _dispatch_if_waiting(_top_level_ids(run)[targets[0]], now):
+            if _dispatch_if_waiting(ids[targets[0]], now):
                 dispatched = True
             continue
         needed = set(targets) | set().union(*(deps[t] for t in targets))
