@@ -248,7 +248,8 @@ def step_costs(project, user, n: int = 20) -> dict:
     run = Run.objects.get(pk=run.pk)
     if run.status != "succeeded":
         raise RuntimeError(f"step cost run ended {run.status}: {run.error}")
-    queries = [q for q in captured.captured_queries if q["sql"] not in ("BEGIN", "COMMIT")]
+    # Not the transaction markers (SQLite's is ``BEGIN IMMEDIATE``).
+    queries = [q for q in captured.captured_queries if not q["sql"].startswith(("BEGIN", "COMMIT"))]
     return {
         "queries_per_step": round(len(queries) / n, 1),
         "commits_per_step": round(commits_in(captured.captured_queries) / n, 2),

@@ -304,12 +304,19 @@ def run_retry(*, run: Run, actor=None) -> Run:
     return run
 
 
-def _sync_run_status(run: Run) -> None:
+def _sync_run_status(run: Run, *, busy: bool = False) -> None:
     """Set an active run (``run`` locked by the caller) ``waiting_approval`` while a step
     run of it waits for approval and none runs or is queued, ``running`` otherwise; a
     final run is left as it is. A map step holds no worker while its items run (no lease
-    owner), so it does not count as running."""
+    owner), so it does not count as running. ``busy``: the caller knows a step run of the
+    run is queued or running (it queued one in this transaction, or counted a map's
+    items), so the run is ``running`` without counting."""
     if run.is_final:
+        return
+    if busy:
+        if run.status != RunStatus.RUNNING:
+            Run.objects.filter(pk=run.pk).update(status=RunStatus.RUNNING, updated_at=_now())
+            run.status = RunStatus.RUNNING
         return
     busy = (Q(status=StepStatus.RUNNING) & ~Q(lease_owner="")) | Q(
         status=StepStatus.PENDING, lease_owner=QUEUED
@@ -470,23 +477,29 @@ def step_execute(*, step_run_id: int) -> None:
     step run is gone or not pending (a duplicate delivery, a cancelled run)."""
     now = _now()
     owner = _owner()
-    claimed = (
-        StepRun.objects.filter(pk=step_run_id, status=StepStatus.PENDING, lease_owner=QUEUED)
-        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now + EARLY_TOLERANCE))
-        .update(
-            status=StepStatus.RUNNING,
-            lease_owner=owner,
-            lease_expires_at=now + timedelta(seconds=lease_seconds()),
-            attempt=F("attempt") + 1,
-            started_at=Coalesce("started_at", now),
-            updated_at=now,
+    # One transaction (one commit): the claim and, for a tool step, its turn row, which
+    # must be durable before the call (it carries the call's idempotency key).
+    with transaction.atomic():
+        claimed = (
+            StepRun.objects.filter(pk=step_run_id, status=StepStatus.PENDING, lease_owner=QUEUED)
+            .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now + EARLY_TOLERANCE))
+            .update(
+                status=StepStatus.RUNNING,
+                lease_owner=owner,
+                lease_expires_at=now + timedelta(seconds=lease_seconds()),
+                attempt=F("attempt") + 1,
+                started_at=Coalesce("started_at", now),
+                updated_at=now,
+            )
         )
-    )
-    if claimed != 1:
-        return
-    step_run = _load_step_run(step_run_id)
-    run = step_run.run
-    if not step_run.compensates and (run.cancel_requested or run.is_final):
+        if claimed != 1:
+            return
+        step_run = _load_step_run(step_run_id)
+        run = step_run.run
+        cancelled = not step_run.compensates and (run.cancel_requested or run.is_final)
+        if not cancelled:
+            _prepare_tool_turn(step_run, run)
+    if cancelled:
         _record(step_run, owner, Outcome("cancelled", error="the run was cancelled"), now)
         return
     heartbeat.hold(step_run.pk, owner)
@@ -500,6 +513,24 @@ def step_execute(*, step_run_id: int) -> None:
     finally:
         heartbeat.release(step_run.pk)
     _record(step_run, owner, outcome, now)
+
+
+def _prepare_tool_turn(step_run: StepRun, run: Run) -> None:
+    """In the claim's transaction, for a tool step: render its arguments and find or create
+    its turn (``_tool_turn``), kept on ``step_run`` for the attempt. Anything unusual (no
+    agent version, a template error, arguments that are not an object) is left to the
+    attempt, which renders again and fails as it always did."""
+    if step_run.kind != "tool" or step_run.agent_version_id is None:
+        return
+    try:
+        spec = _spec_of(definition_of(run), step_run)
+        if getattr(spec, "kind", None) != "tool":
+            return
+        arguments = render_value(spec.arguments, template_context(run, step_run))
+    except Exception:  # noqa: BLE001 - the attempt reports it
+        return
+    if isinstance(arguments, dict):
+        step_run._prepared_tool = (arguments, _tool_turn(step_run, run, arguments))
 
 
 def _run_attempt(step_run: StepRun, run: Run) -> Outcome:
@@ -604,7 +635,8 @@ def _execute_kind(step_run: StepRun, run: Run, definition: FlowDefinition, spec)
             text = render_value(spec.input, context)
             return _execute_agent(step_run, run, spec, str(text))
         if spec.kind == "tool":
-            arguments = render_value(spec.arguments, context)
+            prepared = getattr(step_run, "_prepared_tool", None)
+            arguments = prepared[0] if prepared else render_value(spec.arguments, context)
             return _execute_tool(step_run, run, spec, arguments)
     except TemplateError as exc:
         return Outcome("failed", error=str(exc), error_kind="template")
@@ -684,7 +716,11 @@ def _tool_turn(step_run: StepRun, run: Run, arguments: dict) -> AgentTurn:
     """The step's ``AgentTurn``: created at the first attempt (committed before the call),
     the same one at every later attempt, so the call's idempotency key is stable. A retry
     finds it by the id its failed attempt recorded; an attempt after a worker died
-    mid-call (nothing recorded) by the run and step ids the turn carries."""
+    mid-call (nothing recorded) by the run and step ids the turn carries. The claim's
+    transaction usually did this already (``_prepare_tool_turn``)."""
+    prepared = getattr(step_run, "_prepared_tool", None)
+    if prepared is not None and prepared[0] == arguments:
+        return prepared[1]
     turn = None
     if step_run.turn_id:
         turn = AgentTurn.objects.filter(pk=step_run.turn_id).first()
@@ -914,18 +950,28 @@ def _record(step_run: StepRun, owner: str, outcome: Outcome, started: datetime) 
 
 
 def _record_locked(step_run, loaded, owner: str, outcome: Outcome, started: datetime) -> None:
-    """``_record``'s body (inside its transaction): lock the run, then the step run."""
+    """``_record``'s body (inside its transaction): lock the run, then write the step run
+    with a conditional UPDATE (only while it still runs under ``owner``'s lease; a result
+    from a worker that lost its lease is dropped), then what follows from it.
+
+    The step run in memory is the one loaded right after the claim: while the lease was
+    ours nothing else writes the fields recorded here (cancel and retry touch pending,
+    waiting or final step runs; the sweep takes the lease, which the UPDATE checks; the
+    heartbeat writes ``lease_expires_at``, cleared here), so no locking re-read is needed.
+    A map step's fan-out creates its items before that UPDATE: it checks the lease with a
+    locking read first (once per map)."""
     run = Run.objects.select_for_update().get(pk=step_run.run_id)
     if loaded is not None:
         run.flow_version = loaded.flow_version
         if Run.flow.is_cached(loaded):
             run.flow = loaded.flow
-    # order_by(): the model's ordering would join (and lock) the run again.
-    fresh = StepRun.objects.select_for_update().filter(pk=step_run.pk).order_by().first()
-    if fresh is None or fresh.status != StepStatus.RUNNING or fresh.lease_owner != owner:
-        logger.info("flows: step run %s lost its lease; result dropped", step_run.pk)
-        return
-    step_run = fresh
+    if outcome.status == "fanout":
+        # order_by(): the model's ordering would join (and lock) the run again.
+        fresh = StepRun.objects.select_for_update().filter(pk=step_run.pk).order_by().first()
+        if fresh is None or fresh.status != StepStatus.RUNNING or fresh.lease_owner != owner:
+            logger.info("flows: step run %s lost its lease; result dropped", step_run.pk)
+            return
+        step_run = fresh
     definition = definition_of(run)
     now = _now()
     entry = {
@@ -944,14 +990,16 @@ def _record_locked(step_run, loaded, owner: str, outcome: Outcome, started: date
     step_run.cost_usd = Decimal(step_run.cost_usd) + outcome.cost_usd
     if outcome.turn_id:
         step_run.turn_id = outcome.turn_id
+    fields = list(_RECORDED_FIELDS)
     if outcome.input is not None:
         step_run.input = outcome.input
-    if outcome.turn_id and outcome.turn_update:
-        AgentTurn.objects.filter(pk=outcome.turn_id).update(**outcome.turn_update, updated_at=now)
+        fields.append("input")
     spans = _attempt_spans(run, step_run, outcome, started, now)
     changed = [step_run]
+    requeue = None
     if outcome.status == "fanout":
         _start_map(run, step_run, definition, outcome.items or [], now)
+        fields.append("input")
     elif outcome.status == "cancelled" or (
         not step_run.compensates and (run.cancel_requested or run.is_final)
     ):
@@ -972,19 +1020,55 @@ def _record_locked(step_run, loaded, owner: str, outcome: Outcome, started: date
         step_run.approval_request_ids = outcome.approval_request_ids
         step_run.approval_outcomes = {}
     else:
-        _fail_or_retry(run, step_run, definition, outcome, now)
-    step_run.save()
+        requeue = _fail_or_retry(run, step_run, definition, outcome, now)
+    attnames = (StepRun._meta.get_field(name).attname for name in fields)
+    values = {attname: getattr(step_run, attname) for attname in attnames}
+    step_run.updated_at = now
+    written = StepRun.objects.filter(
+        pk=step_run.pk, status=StepStatus.RUNNING, lease_owner=owner
+    ).update(**values, updated_at=now)
+    if written != 1:
+        logger.info("flows: step run %s lost its lease; result dropped", step_run.pk)
+        return
+    if requeue is not None:
+        _queue("step_execute", step_run.pk, countdown=requeue)
+    if outcome.turn_id and outcome.turn_update:
+        AgentTurn.objects.filter(pk=outcome.turn_id).update(**outcome.turn_update, updated_at=now)
     if step_run.status in STEP_FINAL:
         observability.count_steps_final(run.project_id, [(step_run.kind, step_run.status)])
     Span.objects.bulk_create(spans)
     if outcome.cost_usd:
         Run.objects.filter(pk=run.pk).update(cost_usd=F("cost_usd") + outcome.cost_usd)
-    _advance(run, definition, changed)
-    _sync_run_status(run)
+    busy = _advance(run, definition, changed)
+    _sync_run_status(run, busy=busy)
     _export_on_commit(run, [s.span_id for s in spans])
 
 
-def _fail_or_retry(run: Run, step_run: StepRun, definition, outcome: Outcome, now) -> None:
+# What recording an attempt may change on its step run (``_record_locked``; ``input`` too
+# when the outcome carries it or a map fans out).
+_RECORDED_FIELDS = (
+    "attempts",
+    "lease_owner",
+    "lease_expires_at",
+    "cost_usd",
+    "turn_id",
+    "span_id",
+    "status",
+    "output",
+    "error",
+    "error_kind",
+    "finished_at",
+    "approval_request_ids",
+    "approval_outcomes",
+    "next_attempt_at",
+    "queued_at",
+    "agent_version",
+)
+
+
+def _fail_or_retry(run: Run, step_run: StepRun, definition, outcome: Outcome, now) -> float | None:
+    """Retry (after a backoff), fall back, or fail ``step_run``. Returns the countdown of
+    the task to queue once the record is written (0: at once), None when none."""
     spec = _spec_of(definition, step_run)
     retries = getattr(spec, "retries", None)
     failures = _failures_since_reset(step_run.attempts)
@@ -1001,8 +1085,7 @@ def _fail_or_retry(run: Run, step_run: StepRun, definition, outcome: Outcome, no
         step_run.lease_owner = QUEUED
         step_run.queued_at = now
         step_run.attempts[-1]["retry_in_seconds"] = round(delay, 3)
-        _queue("step_execute", step_run.pk, countdown=delay)
-        return
+        return delay
     fallback = getattr(spec, "fallback_agent", None)
     if fallback and not any(e.get("status") == "fallback" for e in step_run.attempts):
         version = _agent_version_of(run.project_id, fallback)
@@ -1016,11 +1099,11 @@ def _fail_or_retry(run: Run, step_run: StepRun, definition, outcome: Outcome, no
             step_run.next_attempt_at = None
             step_run.lease_owner = QUEUED
             step_run.queued_at = now
-            _queue("step_execute", step_run.pk)
-            return
+            return 0.0
     step_run.status = StepStatus.FAILED
     step_run.finished_at = now
     step_run.next_attempt_at = None
+    return None
 
 
 def _start_map(run: Run, step_run: StepRun, definition, items: list, now) -> None:
@@ -1062,11 +1145,13 @@ def _start_map(run: Run, step_run: StepRun, definition, items: list, now) -> Non
 
 # ``_child_counts`` key of the pending items not queued yet (a free map slot queues them).
 WAITING = "pending-unqueued"
+# ... and of the queued or running ones (a lease owner: ``QUEUED`` or a worker's).
+BUSY = "leased"
 
 
-def _fill_map_slots(map_run: StepRun, spec: MapStep, counts: dict[str, int]) -> None:
+def _fill_map_slots(map_run: StepRun, spec: MapStep, counts: dict[str, int]) -> bool:
     """Queue waiting items while fewer than ``max_parallel`` are in flight (``counts``:
-    ``_child_counts`` of ``map_run``)."""
+    ``_child_counts`` of ``map_run``). True when it queued some."""
     waiting_count = counts.get(WAITING, 0)
     in_flight = (
         counts.get(StepStatus.RUNNING, 0)
@@ -1082,12 +1167,14 @@ def _fill_map_slots(map_run: StepRun, spec: MapStep, counts: dict[str, int]) -> 
             ).order_by("item_index")[:slots]
         )
         _dispatch(waiting)
+        return bool(waiting)
+    return False
 
 
 def _child_counts(map_run: StepRun) -> dict[str, int]:
-    """Items of ``map_run`` by status, and under ``WAITING`` the pending ones not queued
-    (one query)."""
-    counts: dict[str, int] = {}
+    """Items of ``map_run`` by status, under ``WAITING`` the pending ones not queued and
+    under ``BUSY`` the queued or running ones (one query)."""
+    counts: dict[str, int] = {BUSY: 0}
     rows = (
         StepRun.objects.filter(parent=map_run)
         .order_by()
@@ -1098,12 +1185,14 @@ def _child_counts(map_run: StepRun) -> dict[str, int]:
         counts[status] = n
         if status == StepStatus.PENDING:
             counts[WAITING] = waiting
+        if status in (StepStatus.PENDING, StepStatus.RUNNING):
+            counts[BUSY] += n - waiting
     return counts
 
 
 def _map_check(run: Run, map_run: StepRun, definition, now) -> bool:
     """Fan in when every item is final; fill free slots otherwise. True when the map step
-    changed status."""
+    changed status. Sets ``map_run.items_busy``: an item of it is queued or running."""
     spec = definition.step(map_run.step_id)
     counts = _child_counts(map_run)
     failed = counts.get(StepStatus.FAILED, 0)
@@ -1122,9 +1211,10 @@ def _map_check(run: Run, map_run: StepRun, definition, now) -> bool:
         counts.get(s, 0)
         for s in (StepStatus.PENDING, StepStatus.RUNNING, StepStatus.WAITING_APPROVAL)
     )
+    map_run.items_busy = counts[BUSY] > 0
     if open_items:
-        if not run.cancel_requested:
-            _fill_map_slots(map_run, spec, counts)
+        if not run.cancel_requested and _fill_map_slots(map_run, spec, counts):
+            map_run.items_busy = True
         return False
     if failed or counts.get(StepStatus.CANCELLED, 0):
         first = (
@@ -1151,26 +1241,68 @@ def _map_check(run: Run, map_run: StepRun, definition, now) -> bool:
     return True
 
 
-def _advance(run: Run, definition: FlowDefinition, changed: list[StepRun]) -> None:
+def _dependents(definition: FlowDefinition) -> dict[str, list[str]]:
+    """Step id -> the ids of the steps that depend on it (cached on the definition)."""
+    cache = definition.__dict__.get("_dependents_cache")
+    if cache is None:
+        cache = {}
+        for step_id, needs in definition.dependencies().items():
+            for need in needs:
+                cache.setdefault(need, []).append(step_id)
+        object.__setattr__(definition, "_dependents_cache", cache)
+    return cache
+
+
+# Run trace id -> {step id: step run id} of its top-level step runs (created with the run,
+# never re-created: ``run_start``), per process, for the few most recent runs.
+_step_run_ids: dict[str, dict[str, int]] = {}
+
+
+def _top_level_ids(run: Run) -> dict[str, int]:
+    ids = _step_run_ids.get(run.trace_id)
+    if ids is None:
+        if len(_step_run_ids) >= 256:
+            _step_run_ids.pop(next(iter(_step_run_ids)))
+        ids = dict(
+            StepRun.objects.filter(run=run, item_index=-1, compensates="")
+            .order_by()
+            .values_list("step_id", "pk")
+        )
+        _step_run_ids[run.trace_id] = ids
+    return ids
+
+
+def _dispatch_if_waiting(step_run_id: int, now) -> bool:
+    """Queue step run ``step_run_id`` if it is pending and not queued yet: one conditional
+    UPDATE (the run is locked by the caller)."""
+    queued = StepRun.objects.filter(
+        pk=step_run_id, status=StepStatus.PENDING, lease_owner=""
+    ).update(lease_owner=QUEUED, queued_at=now, updated_at=now)
+    if queued == 1:
+        _queue("step_execute", step_run_id)
+    return queued == 1
+
+
+def _advance(run: Run, definition: FlowDefinition, changed: list[StepRun]) -> bool:
     """After ``changed`` step runs moved: fan in maps, skip or queue their dependents, and
-    finish the run when nothing is left. Runs inside the recording transaction."""
+    finish the run when nothing is left. Runs inside the recording transaction. True when
+    a step run of the run is known to be queued or running afterwards (for
+    ``_sync_run_status``)."""
     now = _now()
     if run.cancel_requested or run.is_final:
         if run.cancel_requested and not run.is_final:
             # A map whose last running item just stopped closes now.
             _stop_open_steps(run, reason="the run was cancelled")
         _maybe_finish(run, definition)
-        return
+        return False
     work = list(changed)
     deps = definition.dependencies()
-    dependents: dict[str, list[str]] = {}
-    for step_id, needs in deps.items():
-        for need in needs:
-            dependents.setdefault(need, []).append(step_id)
+    dependents = _dependents(definition)
     branch_of = definition.branch_of()
     failed = False
     dispatched = False
     open_map = False
+    items_busy = False
     while work:
         step_run = work.pop()
         if step_run.parent_id is not None:
@@ -1180,6 +1312,7 @@ def _advance(run: Run, definition: FlowDefinition, changed: list[StepRun]) -> No
                     work.append(parent)
                 else:
                     open_map = True  # items still open: the run cannot finish now
+                    items_busy = items_busy or parent.items_busy
             continue
         if step_run.compensates:
             continue
@@ -1193,6 +1326,17 @@ def _advance(run: Run, definition: FlowDefinition, changed: list[StepRun]) -> No
             continue
         targets = dependents.get(step_run.step_id, [])
         if not targets:
+            continue
+        if (
+            len(targets) == 1
+            and step_run.status == StepStatus.SUCCEEDED
+            and deps[targets[0]] == {step_run.step_id}
+            and targets[0] not in branch_of
+            and targets[0] in (ids := _top_level_ids(run))
+        ):
+            # Its one dependency just succeeded: ready if still waiting (a pipeline).
+            if _dispatch_if_waiting(ids[targets[0]], now):
+                dispatched = True
             continue
         needed = set(targets) | set().union(*(deps[t] for t in targets))
         rows = {
@@ -1232,12 +1376,13 @@ def _advance(run: Run, definition: FlowDefinition, changed: list[StepRun]) -> No
         _dispatch(ready)
         dispatched = dispatched or bool(ready)
     if (dispatched or open_map) and not failed:
-        return  # the run goes on: nothing to finish
+        return dispatched or items_busy  # the run goes on: nothing to finish
     if failed:
         run.error = run.error or "a step failed"
         _stop_open_steps(run, reason="an earlier step failed")
         Run.objects.filter(pk=run.pk).update(error=run.error)
     _maybe_finish(run, definition)
+    return False
 
 
 def _maybe_finish(run: Run, definition: FlowDefinition) -> None:
@@ -1635,13 +1780,7 @@ def _attempt_spans(run: Run, step_run: StepRun, outcome: Outcome, started, ended
     step_run.span_id = step_run.span_id or span_id
     parent = root_span_id(run)
     if step_run.parent_id is not None:
-        parent = (
-            StepRun.objects.filter(pk=step_run.parent_id)
-            .order_by()
-            .values_list("span_id", flat=True)
-            .first()
-            or parent
-        )
+        parent = _map_span_id(run, step_run.parent_id) or parent
     label = step_run.step_id + (f"[{step_run.item_index}]" if step_run.item_index >= 0 else "")
     spans = [
         Span(
@@ -1720,6 +1859,29 @@ def _attempt_spans(run: Run, step_run: StepRun, outcome: Outcome, started, ended
             )
             cursor = min(cursor + duration, ended)
     return spans
+
+
+# (run trace id, map step run id) -> the map step's span id, per process: set when the map
+# fans out, before its items exist, and never changed after.
+_map_span_ids: dict[tuple[str, int], str] = {}
+
+
+def _map_span_id(run: Run, map_run_id: int) -> str:
+    key = (run.trace_id, map_run_id)
+    span_id = _map_span_ids.get(key)
+    if span_id is None:
+        span_id = (
+            StepRun.objects.filter(pk=map_run_id)
+            .order_by()
+            .values_list("span_id", flat=True)
+            .first()
+        )
+        if not span_id:
+            return ""
+        if len(_map_span_ids) >= 1024:
+            _map_span_ids.pop(next(iter(_map_span_ids)))
+        _map_span_ids[key] = span_id
+    return span_id
 
 
 def _export_on_commit(run: Run, span_ids: list[str]) -> None:

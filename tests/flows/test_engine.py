@@ -432,6 +432,48 @@ def test_a_step_task_delivered_twice_runs_once(project, admin_user, world, pump,
     assert StepRun.objects.get(pk=step_run_id).attempt == 1
 
 
+def test_a_result_recorded_after_the_lease_was_lost_is_dropped(
+    project, admin_user, world, pump, tool_server, monkeypatch
+):
+    # While the attempt runs, the sweeper takes the step back (its lease expired): the
+    # attempt's record writes nothing of the step (no attempt entry, span or next step);
+    # the requeued step then runs again with the same turn, so the side effect is not
+    # repeated.
+    run = start(
+        project,
+        admin_user,
+        "steps:\n  - {id: s, kind: tool, tool: effect, agent: operator}\n"
+        "  - {id: t, kind: tool, tool: echo, agent: operator, arguments: {text: b},"
+        " depends_on: [s]}\n",
+    )
+    [(_, step_run_id, _)] = pump.queue
+    real_attempt = engine._run_attempt
+
+    def attempt_then_lose_the_lease(step_run, run):
+        outcome = real_attempt(step_run, run)
+        StepRun.objects.filter(pk=step_run.pk).update(status="pending", lease_owner="queued")
+        return outcome
+
+    monkeypatch.setattr(engine, "_run_attempt", attempt_then_lose_the_lease)
+    assert pump.run(limit=1) == 1
+    dropped = StepRun.objects.get(pk=step_run_id)
+    assert (dropped.status, dropped.lease_owner, dropped.attempts) == ("pending", "queued", [])
+    assert not Span.objects.filter(step_run=dropped).exists()
+    assert pump.queue == []  # the next step was not queued
+    assert steps_of(run)["t"].lease_owner == ""
+    assert len(tool_server.effects) == 1
+
+    monkeypatch.setattr(engine, "_run_attempt", real_attempt)
+    pump.queue.append(("step_execute", step_run_id, None))  # what the sweeper queued
+    pump.run()
+    run.refresh_from_db()
+    assert run.status == "succeeded"
+    again = StepRun.objects.get(pk=step_run_id)
+    assert again.attempt == 2 and [a["status"] for a in again.attempts] == ["succeeded"]
+    assert len(tool_server.effects) == 1  # the same idempotency key: no second effect
+    assert again.output["effect"] == 1
+
+
 def test_attempt_times_are_recorded(project, admin_user, world, pump):
     run = start(
         project,
