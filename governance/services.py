@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from functools import partial
+from functools import cache, partial
 from typing import Any
 
 from django.db import IntegrityError, connection, models, transaction
@@ -212,7 +212,7 @@ def _append_to_chain(events: list[AuditEvent]) -> None:
     chunks = [rows[i : i + _INSERT_CHUNK] for i in range(0, len(rows), _INSERT_CHUNK)]
     with connection.cursor() as cursor:
         for index, chunk in enumerate(chunks):
-            insert_sql = _insert_sql(len(chunk), postgres=postgres)
+            insert_sql = _insert_sql(len(chunk))
             params = [value for row in chunk for value in row]
             if postgres and index == len(chunks) - 1:
                 cursor.execute(
@@ -258,13 +258,11 @@ def _append_if_head(events: list[AuditEvent], guess: tuple[int, str]) -> bool:
     elsewhere."""
     rows, new_head = _chain(events, guess)
     head_table = connection.ops.quote_name(AuditChainHead._meta.db_table)
-    table = connection.ops.quote_name(AuditEvent._meta.db_table)
-    columns = ", ".join(connection.ops.quote_name(column) for column in _EVENT_COLUMNS)
-    values = ", ".join([f"({_typed_placeholders()})"] * len(rows))
+    insert_into, _ = _insert_parts(connection.vendor)
     sql = (
         f"WITH moved AS (UPDATE {head_table} SET sequence = %s, hash = %s "  # noqa: S608
         "WHERE id = 1 AND sequence = %s AND hash = %s RETURNING 1), "
-        f"inserted AS (INSERT INTO {table} ({columns}) SELECT * FROM (VALUES {values}) AS v "
+        f"inserted AS ({insert_into} SELECT * FROM (VALUES {_values_sql(len(rows))}) AS v "
         "WHERE EXISTS (SELECT 1 FROM moved)) "
         "SELECT count(*) FROM moved"
     )
@@ -276,13 +274,6 @@ def _append_if_head(events: list[AuditEvent], guess: tuple[int, str]) -> bool:
         return False
     _appended(events, new_head)
     return True
-
-
-def _typed_placeholders() -> str:
-    # VALUES in a SELECT does not take its column types from the INSERT: cast each one.
-    return ", ".join(
-        f"%s::{field.db_type(connection)}" for field in AuditEvent._meta.concrete_fields
-    )
 
 
 _EVENT_COLUMNS = tuple(field.column for field in AuditEvent._meta.concrete_fields)
@@ -301,16 +292,33 @@ def _event_row(event: AuditEvent, data_text: str) -> list[Any]:
     return values
 
 
-def _insert_sql(count: int, *, postgres: bool) -> str:
-    """``INSERT INTO governance_auditevent (...) VALUES (...), ...`` for ``count`` events;
-    on PostgreSQL the JSON text is cast to ``jsonb``."""
-    table = connection.ops.quote_name(AuditEvent._meta.db_table)
-    columns = ", ".join(connection.ops.quote_name(column) for column in _EVENT_COLUMNS)
-    placeholders = ", ".join(
-        "%s::jsonb" if postgres and column == "data" else "%s" for column in _EVENT_COLUMNS
-    )
-    values = ", ".join([f"({placeholders})"] * count)
-    return f"INSERT INTO {table} ({columns}) VALUES {values}"  # noqa: S608
+@cache
+def _insert_parts(vendor: str) -> tuple[str, str]:
+    """``("INSERT INTO governance_auditevent (...)", one row's placeholders)``. On
+    PostgreSQL each placeholder is cast to its column's base type (``varchar``, not
+    ``varchar(n)``): the one-statement append inserts from ``VALUES`` inside a SELECT,
+    which does not take its types from the INSERT, and a cast to ``varchar(n)`` would cut a
+    longer value silently where the column refuses it."""
+    qn = connection.ops.quote_name
+    columns = ", ".join(qn(column) for column in _EVENT_COLUMNS)
+    insert_into = f"INSERT INTO {qn(AuditEvent._meta.db_table)} ({columns})"
+    if vendor == "postgresql":
+        types = (f.db_type(connection).split("(")[0] for f in AuditEvent._meta.concrete_fields)
+        row = ", ".join(f"%s::{db_type}" for db_type in types)
+    else:
+        row = ", ".join(["%s"] * len(_EVENT_COLUMNS))
+    return insert_into, row
+
+
+def _values_sql(count: int) -> str:
+    _, row = _insert_parts(connection.vendor)
+    return ", ".join([f"({row})"] * count)
+
+
+def _insert_sql(count: int) -> str:
+    """``INSERT INTO governance_auditevent (...) VALUES (...), ...`` for ``count`` events."""
+    insert_into, _ = _insert_parts(connection.vendor)
+    return f"{insert_into} VALUES {_values_sql(count)}"
 
 
 @contextmanager

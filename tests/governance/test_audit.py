@@ -296,3 +296,21 @@ def test_a_stale_head_guess_writes_nothing_and_falls_back_to_the_locked_head(sta
         audit_record(action="test.event", data={"i": "next"})
     assert not any("FOR UPDATE" in query["sql"] for query in captured.captured_queries)
     assert audit_chain_verify().ok
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_value_too_long_for_its_column_is_refused_not_cut_in_the_one_statement_append():
+    """The one-statement append casts its VALUES to the columns' types; a cast to
+    varchar(n) would cut a longer value silently, so the stored event would no longer
+    match its hash. It must fail like any insert of a too-long value."""
+    from governance import services
+
+    write_events(1)
+    assert services._head_guess.get(services._guess_key()) is not None
+    too_long = "test." + "x" * 120  # the action column holds 100
+    with pytest.raises(DatabaseError, match="too long"), transaction.atomic():
+        audit_record(action=too_long)
+    assert not AuditEvent.objects.filter(action__startswith="test.xxx").exists()
+    write_events(1)
+    assert audit_chain_verify().ok
