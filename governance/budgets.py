@@ -658,44 +658,29 @@ def _same_project(reservation: BudgetReservation, project) -> BudgetReservation:
 def _locked_lines(
     reservation: BudgetReservation,
 ) -> list[tuple[BudgetReservationLine, BudgetPeriod]]:
+    """The reservation's lines with their period rows locked (ascending budget id); none
+    read when the lock query said it holds no budget (``held``)."""
+    if not getattr(reservation, "held", True):
+        return []
     lines = list(reservation.lines.select_related("budget").order_by("budget_id"))
     return [
         (line, BudgetPeriod.objects.select_for_update().get(pk=line.period_id)) for line in lines
     ]
 
 
-def _lock_reservation(call_id: str) -> BudgetReservation:
-    reservation = BudgetReservation.objects.select_for_update().filter(call_id=call_id).first()
-    if reservation is None:
-        raise ReservationNotFound(f"no budget reservation has call id {call_id!r}")
-    return reservation
+_LOCKED_COLUMNS = ("id", "call_id", "project_id", "amount_usd", "status")
 
 
-def _move_status(reservation: BudgetReservation, new_status: str, **fields: Any) -> None:
-    """Conditional UPDATE out of the status read under the row lock: exactly one caller
-    moves a reservation out of a status."""
-    changed = BudgetReservation.objects.filter(pk=reservation.pk, status=reservation.status).update(
-        status=new_status, **fields
-    )
-    if changed != 1:  # pragma: no cover - the row lock makes this unreachable
-        raise RuntimeError(f"reservation {reservation.call_id} changed under its lock")
-    reservation.status = new_status
-    for key, value in fields.items():
-        setattr(reservation, key, value)
-
-
-_SETTLE_COLUMNS = ("id", "call_id", "project_id", "amount_usd", "status")
-
-
-def _lock_for_settle(call_id: str) -> BudgetReservation | None:
-    """The reservation of ``call_id`` locked (``FOR UPDATE``) with ``held``: whether it
-    holds any budget (one query; a call under no budget reads no lines). SQL by hand:
-    the settlement runs for every model call. None if there is none."""
+def _locked_reservation(call_id: str) -> BudgetReservation | None:
+    """The reservation of ``call_id`` locked (``FOR UPDATE``), None if there is none, with
+    ``held``: whether it holds any budget (one query: a call under no budget reads no
+    lines). SQL by hand, with the other fields deferred: the settlement runs for every
+    model call."""
     qn = connection.ops.quote_name
     table = qn(BudgetReservation._meta.db_table)
     lines = qn(BudgetReservationLine._meta.db_table)
     lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
-    columns = ", ".join(f"r.{qn(c)}" for c in _SETTLE_COLUMNS)
+    columns = ", ".join(f"r.{qn(c)}" for c in _LOCKED_COLUMNS)
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT {columns}, EXISTS (SELECT 1 FROM {lines} l WHERE l.reservation_id = r.id) "  # noqa: S608
@@ -705,34 +690,40 @@ def _lock_for_settle(call_id: str) -> BudgetReservation | None:
         row = cursor.fetchone()
     if row is None:
         return None
-    reservation = instance_from_row(BudgetReservation, _SETTLE_COLUMNS, row[:-1])
+    reservation = instance_from_row(BudgetReservation, _LOCKED_COLUMNS, row[:-1])
     reservation.held = bool(row[-1])
     return reservation
 
 
-def _settle_status(reservation: BudgetReservation, actual: Decimal, now: datetime) -> None:
-    """``_move_status`` to settled, as one UPDATE written by hand (see ``_lock_for_settle``)."""
+def _lock_reservation(call_id: str) -> BudgetReservation:
+    reservation = _locked_reservation(call_id)
+    if reservation is None:
+        raise ReservationNotFound(f"no budget reservation has call id {call_id!r}")
+    return reservation
+
+
+def _move_status(reservation: BudgetReservation, new_status: str, **fields: Any) -> None:
+    """Conditional UPDATE out of the status read under the row lock: exactly one caller
+    moves a reservation out of a status. SQL by hand (values through the fields'
+    ``get_db_prep_save``), as ``_locked_reservation``."""
     meta = BudgetReservation._meta
     qn = connection.ops.quote_name
-    settled = meta.get_field("settled_usd")
+    sets = ", ".join(f"{qn(meta.get_field(name).column)} = %s" for name in ["status", *fields])
+    values = [
+        meta.get_field(name).get_db_prep_save(value, connection)
+        for name, value in {"status": new_status, **fields}.items()
+    ]
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {qn(meta.db_table)} SET status = %s, settled_usd = %s, finished_at = %s "  # noqa: S608
-            "WHERE id = %s AND status = %s",
-            [
-                ReservationStatus.SETTLED.value,
-                settled.get_db_prep_save(actual, connection),
-                connection.ops.adapt_datetimefield_value(now),
-                reservation.pk,
-                reservation.status,
-            ],
+            f"UPDATE {qn(meta.db_table)} SET {sets} WHERE id = %s AND status = %s",  # noqa: S608
+            [*values, reservation.pk, reservation.status],
         )
         changed = cursor.rowcount
     if changed != 1:  # pragma: no cover - the row lock makes this unreachable
         raise RuntimeError(f"reservation {reservation.call_id} changed under its lock")
-    reservation.status = ReservationStatus.SETTLED
-    reservation.settled_usd = actual
-    reservation.finished_at = now
+    reservation.status = new_status
+    for key, value in fields.items():
+        setattr(reservation, key, value)
 
 
 def budget_settle(
@@ -764,15 +755,17 @@ def budget_settle(
     now = now or timezone.now()
     alerts: list[tuple[Budget, BudgetAlert]] = []
     with transaction.atomic(savepoint=False):
-        reservation = _lock_for_settle(call_id)
+        reservation = _locked_reservation(call_id)
         if reservation is None or reservation.status == ReservationStatus.SETTLED:
             locked = None
         else:
             if project is not None and project.pk == reservation.project_id:
                 reservation.project = project
             before = reservation.status
-            locked = _locked_lines(reservation) if reservation.held else []
-            _settle_status(reservation, actual, now)
+            locked = _locked_lines(reservation)
+            _move_status(
+                reservation, ReservationStatus.SETTLED, settled_usd=actual, finished_at=now
+            )
             for line, period in locked:
                 if before == ReservationStatus.RESERVED:
                     period.reserved_usd -= line.amount_usd
