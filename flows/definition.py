@@ -434,6 +434,18 @@ class FlowDefinition(_Strict):
         object.__setattr__(self, "_deps_cache", deps)
         return deps
 
+    def dependents(self) -> dict[str, list[str]]:
+        """Step id -> the ids of the steps that wait for it (``dependencies`` reversed, in
+        definition order)."""
+        cache = self.__dict__.get("_dependents_cache")
+        if cache is None:
+            cache = {}
+            for step_id, needs in self.dependencies().items():
+                for need in needs:
+                    cache.setdefault(need, []).append(step_id)
+            object.__setattr__(self, "_dependents_cache", cache)
+        return cache
+
     def branch_of(self) -> dict[str, tuple[str, str]]:
         """Branch entry step id -> (router step id, branch name)."""
         result = {}

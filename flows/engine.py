@@ -1241,18 +1241,6 @@ def _map_check(run: Run, map_run: StepRun, definition, now) -> bool:
     return True
 
 
-def _dependents(definition: FlowDefinition) -> dict[str, list[str]]:
-    """Step id -> the ids of the steps that depend on it (cached on the definition)."""
-    cache = definition.__dict__.get("_dependents_cache")
-    if cache is None:
-        cache = {}
-        for step_id, needs in definition.dependencies().items():
-            for need in needs:
-                cache.setdefault(need, []).append(step_id)
-        object.__setattr__(definition, "_dependents_cache", cache)
-    return cache
-
-
 # Run trace id -> {step id: step run id} of its top-level step runs (created with the run,
 # never re-created: ``run_start``), per process, for the few most recent runs.
 _step_run_ids: dict[str, dict[str, int]] = {}
@@ -1297,7 +1285,7 @@ def _advance(run: Run, definition: FlowDefinition, changed: list[StepRun]) -> bo
         return False
     work = list(changed)
     deps = definition.dependencies()
-    dependents = _dependents(definition)
+    dependents = definition.dependents()
     branch_of = definition.branch_of()
     failed = False
     dispatched = False
