@@ -76,3 +76,32 @@ def instance_from_row(model: type[models.Model], names: tuple[str, ...], row) ->
             value = converter(value, col, connection)
         values.append(value)
     return model.from_db(connection.alias, list(names), values)
+
+
+@cache
+def _select_list(model: type[models.Model], alias: str, vendor: str) -> tuple[str, tuple[str, ...]]:
+    qn = connection.ops.quote_name
+    fields = model._meta.concrete_fields
+    return ", ".join(f"{alias}.{qn(f.column)}" for f in fields), tuple(f.attname for f in fields)
+
+
+def select_list(model: type[models.Model], alias: str) -> tuple[str, tuple[str, ...]]:
+    """``("alias.col, alias.col2, ...", attnames)``: every concrete column of ``model``
+    under the table alias ``alias``, for a hand-written SELECT whose rows
+    ``instances_from_row`` turns back into instances (built once per model, alias and
+    database vendor)."""
+    return _select_list(model, alias, connection.vendor)
+
+
+def instances_from_row(row, *parts: tuple[type[models.Model], tuple[str, ...]]) -> list:
+    """Cut ``row`` (the columns of several ``select_list``s, in order) into one instance
+    per ``(model, attnames)`` part (``instance_from_row``); a part whose primary key is
+    NULL (an outer join that found nothing) gives ``None``."""
+    out: list[models.Model | None] = []
+    start = 0
+    for model, names in parts:
+        values = row[start : start + len(names)]
+        start += len(names)
+        pk_index = names.index(model._meta.pk.attname)
+        out.append(None if values[pk_index] is None else instance_from_row(model, names, values))
+    return out

@@ -40,6 +40,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
+from functools import cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -63,7 +64,7 @@ from django.db.models import (
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
-from controlplane.db import insert_unless_exists, instance_from_row
+from controlplane.db import insert_unless_exists, instance_from_row, select_list
 from governance.models import (
     USD_DIGITS,
     Budget,
@@ -363,6 +364,19 @@ def budget_delete(*, budget: Budget) -> None:
 # --- budgets: reads ---------------------------------------------------------------------
 
 
+@cache
+def _budgets_sql(vendor: str) -> tuple[str, tuple[str, ...]]:
+    qn = connection.ops.quote_name
+    columns, names = select_list(Budget, "b")
+    sql = (
+        f"SELECT {columns} FROM {qn(Budget._meta.db_table)} b "  # noqa: S608 - names are ours
+        f"WHERE b.{qn('project_id')} = %s AND b.{qn('active')} = %s "
+        f"AND (b.{qn('scope')} = %s OR (b.{qn('scope')} = %s AND b.{qn('user_id')} = %s)) "
+        f"ORDER BY b.{qn('id')}"
+    )
+    return sql, names
+
+
 def applicable_budgets(project, user=None, agent_budget: Budget | None = None) -> list[Budget]:
     """The active budgets a call of ``project`` counts against, ordered by id: every
     project-scope budget, the user-scope budgets of ``user``, and ``agent_budget`` (the
@@ -371,10 +385,13 @@ def applicable_budgets(project, user=None, agent_budget: Budget | None = None) -
     Raises ``ValueError`` when ``agent_budget`` belongs to another project or is not an
     agent budget (fail closed: a misconfigured reference never silently drops a limit).
     """
-    scope = Q(scope=BudgetScope.PROJECT)
-    if user is not None and getattr(user, "pk", None) is not None:
-        scope |= Q(scope=BudgetScope.USER, user=user)
-    budgets = list(Budget.objects.filter(project=project, active=True).filter(scope))
+    user_pk = getattr(user, "pk", None) if user is not None else None
+    sql, names = _budgets_sql(connection.vendor)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            sql, [project.pk, True, BudgetScope.PROJECT.value, BudgetScope.USER.value, user_pk]
+        )
+        budgets = [instance_from_row(Budget, names, row) for row in cursor.fetchall()]
     if agent_budget is not None:
         if agent_budget.project_id != project.pk:
             raise ValueError(f"budget {agent_budget.name!r} belongs to another project")

@@ -11,16 +11,22 @@ from __future__ import annotations
 import difflib
 import time
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Max, QuerySet
 
 from controlplane.context import signed_in_user
 from governance.engine import PolicySnapshot
 from governance.models import Policy, PolicyActivation, PolicyVersion
-from governance.policy import PolicyDocumentError, document_from_spec, parse_policy_text
+from governance.policy import (
+    PolicyDocument,
+    PolicyDocumentError,
+    document_from_spec,
+    parse_policy_text,
+)
 
 DEFAULT_POLICY_SLUG = "default"
 
@@ -148,28 +154,67 @@ def policy_snapshot(version: PolicyVersion | None) -> PolicySnapshot:
     )
 
 
+# Parsed documents of policy versions (immutable) by (database, version id, created_at):
+# parsing a spec is most of what reading the policy in force costs. The timestamp guards
+# against an id used again after a rolled-back insert (SQLite tests).
+_DOCUMENTS_KEPT = 256
+_documents: dict[tuple[str, int, Any], PolicyDocument] = {}
+
+
+def _policy_document(version_id: int, created_at: Any) -> PolicyDocument:
+    key = (connection.settings_dict["NAME"], version_id, created_at)
+    document = _documents.get(key)
+    if document is None:
+        spec = PolicyVersion.objects.values_list("spec", flat=True).get(pk=version_id)
+        document = document_from_spec(spec)
+        if len(_documents) >= _DOCUMENTS_KEPT:
+            _documents.pop(next(iter(_documents)))
+        _documents[key] = document
+    return document
+
+
+@cache
+def _pointer_sql(vendor: str, by_id: bool) -> str:
+    qn = connection.ops.quote_name
+    where = "p.id = %s AND p.project_id = %s" if by_id else "p.project_id = %s AND p.slug = %s"
+    return (
+        f"SELECT p.{qn('slug')}, v.{qn('id')}, v.{qn('number')}, v.{qn('created_at')} "  # noqa: S608 - names are ours
+        f"FROM {qn(Policy._meta.db_table)} p LEFT JOIN {qn(PolicyVersion._meta.db_table)} v "
+        f"ON v.{qn('id')} = p.{qn('active_version_id')} WHERE {where}"
+    )
+
+
 def effective_policy(*, project_id: int, policy_id: int | None = None) -> PolicySnapshot:
     """The policy in force for a call: the active version of ``policy_id`` when given
     (an agent version's own policy), else of the project's ``default`` policy; the
     built-in defaults when there is none or it has no version yet.
 
+    One hand-written query reads which version is active (every call: an activation
+    applies to the next call); the parsed document of a version is kept per process
+    (versions are immutable).
+
     Raises ``Policy.DoesNotExist`` when ``policy_id`` is not a policy of the project
     (callers fail closed).
     """
     if policy_id is not None:
-        policy = Policy.objects.select_related("active_version").get(
-            pk=policy_id, project_id=project_id
-        )
+        sql, params = _pointer_sql(connection.vendor, True), [policy_id, project_id]
     else:
-        policy = (
-            Policy.objects.select_related("active_version")
-            .filter(project_id=project_id, slug=DEFAULT_POLICY_SLUG)
-            .first()
-        )
-    version = policy.active_version if policy is not None else None
-    if version is not None:
-        version.policy = policy
-    return policy_snapshot(version)
+        sql, params = _pointer_sql(connection.vendor, False), [project_id, DEFAULT_POLICY_SLUG]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is None:
+        if policy_id is not None:
+            raise Policy.DoesNotExist(f"policy {policy_id} is not a policy of project {project_id}")
+        return PolicySnapshot.defaults()
+    slug, version_id, number, created_at = row
+    if version_id is None:
+        return PolicySnapshot.defaults()
+    return PolicySnapshot(
+        version_id=version_id,
+        label=f"{slug} v{number}",
+        document=_policy_document(version_id, created_at),
+    )
 
 
 AUDIT_POLICY_CACHE_SECONDS = 1.0

@@ -4,26 +4,40 @@ failed, with the turn stored in ``AgentTurn`` so a parked turn resumes in any wo
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import cache
 from typing import Any
 
 from asgiref.sync import async_to_sync
+from django.db import connection
 from pydantic_ai import Agent, DeferredToolRequests, DeferredToolResults, ToolApproved, ToolDenied
 from pydantic_ai.exceptions import UsageLimitExceeded
 from pydantic_ai.messages import ModelMessagesTypeAdapter
 from pydantic_ai.usage import UsageLimits
 
 from agents.governed import version_policy
-from agents.models import AgentTurn, AgentVersion, Tool, ToolGrant, TurnStatus
+from agents.models import Agent as RegisteredAgent
+from agents.models import (
+    AgentTurn,
+    AgentVersion,
+    MCPServer,
+    ModelEndpoint,
+    Tool,
+    ToolGrant,
+    TurnStatus,
+)
 from agents.runtime.context import STOPPED_RULE, TurnContext, TurnStopped
 from agents.runtime.delegation import DelegateToolset
 from agents.runtime.governed_model import GovernedModel, ModelCallRefused
 from agents.runtime.providers import EndpointUnavailable, provider_model
 from agents.runtime.toolset import ConnectorToolset, GovernedToolset
-from controlplane.models import Membership
+from controlplane.db import instance_from_row, instances_from_row, select_list
+from controlplane.models import Membership, Project
 from governance.engine import consume_run_cap
+from governance.models import Budget
 from governance.services import audit_record
 
 # Model requests one turn may make (pydantic-ai UsageLimits.request_limit).
@@ -68,11 +82,108 @@ class TurnResult:
     events: list[dict[str, Any]] = field(default_factory=list)
 
 
+def _table(model) -> str:
+    return connection.ops.quote_name(model._meta.db_table)
+
+
+@cache
+def _version_sql(vendor: str) -> tuple[str, tuple]:
+    qn = connection.ops.quote_name
+    parts = (
+        (AgentVersion, "v"),
+        (RegisteredAgent, "a"),
+        (Project, "p"),
+        (ModelEndpoint, "e"),
+        (Budget, "b"),
+    )
+    columns = [select_list(model, alias) for model, alias in parts]
+    sql = (
+        f"SELECT {', '.join(c for c, _ in columns)} "  # noqa: S608 - names are ours
+        f"FROM {_table(AgentVersion)} v "
+        f"JOIN {_table(RegisteredAgent)} a ON a.{qn('id')} = v.{qn('agent_id')} "
+        f"JOIN {_table(Project)} p ON p.{qn('id')} = a.{qn('project_id')} "
+        f"JOIN {_table(ModelEndpoint)} e ON e.{qn('id')} = v.{qn('model_endpoint_id')} "
+        f"LEFT JOIN {_table(Budget)} b ON b.{qn('id')} = v.{qn('budget_id')} "
+        f"WHERE v.{qn('id')} = %s"
+    )
+    return sql, tuple((model, names) for (model, _), (_, names) in zip(parts, columns, strict=True))
+
+
+def load_version(pk: int) -> AgentVersion:
+    """Agent version ``pk`` with its agent, the agent's project, its model endpoint and its
+    budget loaded, in one hand-written query (the ORM's compiler cost more CPU than the
+    round trip). Raises ``AgentVersion.DoesNotExist``."""
+    sql, parts = _version_sql(connection.vendor)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [pk])
+        row = cursor.fetchone()
+    if row is None:
+        raise AgentVersion.DoesNotExist(f"agent version {pk} does not exist")
+    version, agent, project, endpoint, budget = instances_from_row(row, *parts)
+    agent.project = project
+    version.agent = agent
+    version.model_endpoint = endpoint
+    version.budget = budget
+    return version
+
+
+@cache
+def _grants_sql(vendor: str) -> tuple[str, tuple]:
+    qn = connection.ops.quote_name
+    parts = ((ToolGrant, "g"), (Tool, "t"), (MCPServer, "m"))
+    columns = [select_list(model, alias) for model, alias in parts]
+    sql = (
+        f"SELECT {', '.join(c for c, _ in columns)} "  # noqa: S608 - names are ours
+        f"FROM {_table(ToolGrant)} g "
+        f"JOIN {_table(Tool)} t ON t.{qn('id')} = g.{qn('tool_id')} "
+        f"LEFT JOIN {_table(MCPServer)} m ON m.{qn('id')} = t.{qn('mcp_server_id')} "
+        f"WHERE g.{qn('agent_version_id')} = %s AND t.{qn('removed_at')} IS NULL "
+        f"ORDER BY t.{qn('name')}"
+    )
+    return sql, tuple((model, names) for (model, _), (_, names) in zip(parts, columns, strict=True))
+
+
 def version_grants(version: AgentVersion) -> dict[str, ToolGrant]:
-    """The version's grants of tools that still exist on their server, by tool name (the
-    tool and its MCP server loaded)."""
-    grants = ToolGrant.objects.filter(agent_version=version, tool__removed_at__isnull=True)
-    return {g.tool.name: g for g in grants.select_related("tool", "tool__mcp_server")}
+    """The version's grants of tools that still exist on their server, by tool name in
+    name order (each grant's tool and the tool's MCP server loaded), in one hand-written
+    query."""
+    sql, parts = _grants_sql(connection.vendor)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [version.pk])
+        rows = cursor.fetchall()
+    grants = {}
+    for row in rows:
+        grant, tool, server = instances_from_row(row, *parts)
+        tool.mcp_server = server
+        grant.tool = tool
+        grant.agent_version = version
+        grants[tool.name] = grant
+    return grants
+
+
+@cache
+def _delegates_sql(vendor: str) -> tuple[str, tuple[str, ...]]:
+    qn = connection.ops.quote_name
+    m2m = AgentVersion._meta.get_field("delegates")
+    columns, names = select_list(RegisteredAgent, "a")
+    sql = (
+        f"SELECT {columns} FROM {_table(RegisteredAgent)} a "  # noqa: S608 - names are ours
+        f"JOIN {_table(m2m.remote_field.through)} d "
+        f"ON d.{qn(m2m.m2m_reverse_name())} = a.{qn('id')} "
+        f"WHERE d.{qn(m2m.m2m_column_name())} = %s AND a.{qn('active_version_id')} IS NOT NULL "
+        f"ORDER BY a.{qn('project_id')}, a.{qn('slug')}"
+    )
+    return sql, names
+
+
+def version_delegates(version: AgentVersion) -> dict[str, RegisteredAgent]:
+    """The version's delegate agents that have an active version, by slug (slug order)."""
+    sql, names = _delegates_sql(connection.vendor)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [version.pk])
+        rows = cursor.fetchall()
+    delegates = [instance_from_row(RegisteredAgent, names, row) for row in rows]
+    return {agent.slug: agent for agent in delegates}
 
 
 def granted_tools(version: AgentVersion) -> dict[str, Tool]:
@@ -104,7 +215,7 @@ def build_agent(ctx: TurnContext, *, governed: bool = True) -> Agent:
     ctx.grants = version_grants(version)
     ctx.user_role = user_role(version, ctx.user)
     tools = ConnectorToolset(tools={n: g.tool for n, g in ctx.grants.items()}, ctx=ctx)
-    delegates = {a.slug: a for a in version.delegates.exclude(active_version=None)}
+    delegates = version_delegates(version)
     settings: dict[str, Any] = {"max_tokens": version.max_output_tokens}
     if version.temperature is not None:
         settings["temperature"] = version.temperature
@@ -149,9 +260,8 @@ def _finish(ctx: TurnContext, result: TurnResult, messages_json: bytes | None) -
     turn.output = result.output
     turn.error = result.reason
     if messages_json is not None:
-        turn.messages = ModelMessagesTypeAdapter.dump_python(
-            ModelMessagesTypeAdapter.validate_json(messages_json), mode="json"
-        )
+        # pydantic-ai's own JSON of the messages (what ModelMessagesTypeAdapter reads).
+        turn.messages = json.loads(messages_json)
     turn.pending = ctx.pending if result.status == TurnStatus.PARKED else []
     turn.model_requests += ctx.model_requests
     turn.tool_calls += ctx.tool_calls
@@ -254,9 +364,7 @@ def run_agent_turn(
             user=user if getattr(user, "pk", None) else None,
             input=input,
         )
-    version = AgentVersion.objects.select_related("agent__project", "model_endpoint", "budget").get(
-        pk=agent_version.pk
-    )
+    version = load_version(agent_version.pk)
     ctx = TurnContext(
         version=version,
         turn=turn,
