@@ -1051,7 +1051,9 @@ def cost_record(
                     "provider": entry.provider,
                     "model": entry.model,
                     "price_source": entry.price_source,
-                    "tokens": tokens,
+                    # Token counts as "usage" {"input", "output", ...}: audit data masks
+                    # the value of any key naming a token.
+                    "usage": {name.removesuffix("_tokens"): n for name, n in tokens.items()},
                     "run_id": run_id,
                 },
             )

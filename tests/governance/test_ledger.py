@@ -249,6 +249,13 @@ class TestCostRecord:
         )
         event = AuditEvent.objects.get(action="cost.recorded")
         assert event.data["cost_usd"] == "0.00350000" and event.data["call_id"] == "run-1:step-1:0"
+        # The token counts are kept (a key naming "token" would have been masked).
+        assert event.data["usage"] == {
+            "input": 1000,
+            "output": 100,
+            "cache_read": 0,
+            "cache_write": 0,
+        }
 
     def test_a_duplicate_call_id_is_not_charged_twice(self, project):
         first = cost_record(
