@@ -38,6 +38,7 @@ phone number cannot be recovered by hashing candidates without the key.
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import hmac
 import logging
@@ -289,15 +290,27 @@ class ScannerConfig:
     def from_settings(cls) -> ScannerConfig:
         from django.conf import settings
 
-        salt = hmac.new(
-            settings.SECRET_KEY.encode(), b"governance.pii.hash-salt", hashlib.sha256
-        ).digest()
-        return cls(
-            spacy_model=settings.PII_SPACY_MODEL,
-            phone_regions=tuple(settings.PII_PHONE_REGIONS),
-            enable_uk_nhs=settings.PII_ENABLE_UK_NHS,
-            hash_salt=salt,
+        return _config(
+            settings.PII_SPACY_MODEL,
+            tuple(settings.PII_PHONE_REGIONS),
+            settings.PII_ENABLE_UK_NHS,
+            settings.SECRET_KEY,
         )
+
+
+@functools.lru_cache(maxsize=8)
+def _config(
+    spacy_model: str, phone_regions: tuple[str, ...], enable_uk_nhs: bool, secret_key: str
+) -> ScannerConfig:
+    # Every scan asks for the config (settings may change in tests); the salt's HMAC is
+    # computed once per settings.
+    salt = hmac.new(secret_key.encode(), b"governance.pii.hash-salt", hashlib.sha256).digest()
+    return ScannerConfig(
+        spacy_model=spacy_model,
+        phone_regions=phone_regions,
+        enable_uk_nhs=enable_uk_nhs,
+        hash_salt=salt,
+    )
 
 
 class PiiScanner:
@@ -340,10 +353,44 @@ class PiiScanner:
             r.id for r in self.analyzer.registry.recognizers if isinstance(r, SpacyRecognizer)
         )
         self.gates: dict[str, re.Pattern[str]] = entity_gates(phone_regions=config.phone_regions)
+        self._any_gates: dict[tuple[str, ...], re.Pattern[str] | None] = {}
 
     # --- detection ----------------------------------------------------------------------
 
+    def _any_gate(self, rules: Mapping[str, PiiRule]) -> re.Pattern[str] | None:
+        """One pattern that matches where any of the rules' entity gates does (their
+        alternation), so a text no gate matches costs one search; ``None`` when an
+        entity has no gate (it always runs). Built once per set of rules."""
+        key = tuple(rules)
+        if key in self._any_gates:
+            return self._any_gates[key]
+        patterns: list[str] | None = []
+        for entity in key:
+            if entity not in self.supported_entities:
+                continue
+            gate = self.gates.get(entity)
+            if gate is None:
+                patterns = None
+                break
+            pattern = gate.pattern
+            if pattern.startswith("(?i)"):  # a global flag must scope to its branch
+                pattern = f"(?i:{pattern[4:]})"
+            patterns.append(f"(?:{pattern})")
+        combined = None
+        if patterns is not None:
+            try:
+                combined = re.compile("|".join(patterns) if patterns else "(?!)")
+            except re.error:
+                combined = None  # the per-entity gates still decide
+        if len(self._any_gates) >= 64:
+            self._any_gates.clear()
+        self._any_gates[key] = combined
+        return combined
+
     def _entities_to_run(self, text: str, rules: Mapping[str, PiiRule]) -> list[str]:
+        any_gate = self._any_gate(rules)
+        if any_gate is not None and not any_gate.search(text):
+            return []
         entities = []
         for entity in rules:
             if entity not in self.supported_entities:
@@ -398,13 +445,19 @@ class PiiScanner:
     def find_many(self, texts: Sequence[str], rules: Mapping[str, PiiRule]) -> list[list[Finding]]:
         """``find`` for several texts; the NER pass runs batched over those needing it."""
         plans = [self._entities_to_run(text, rules) for text in texts]
+        if not any(plans):
+            return [[] for _ in texts]
         need_ner = [i for i, entities in enumerate(plans) if self._needs_ner(entities)]
-        ner_artifacts = dict(
-            zip(
-                need_ner,
-                self.nlp_engine.process_texts([texts[i] for i in need_ner], LANGUAGE),
-                strict=True,
+        ner_artifacts = (
+            dict(
+                zip(
+                    need_ner,
+                    self.nlp_engine.process_texts([texts[i] for i in need_ner], LANGUAGE),
+                    strict=True,
+                )
             )
+            if need_ner
+            else {}
         )
         out = []
         for i, (text, entities) in enumerate(zip(texts, plans, strict=True)):
@@ -472,6 +525,8 @@ class PiiScanner:
             for (path, _), text_findings in zip(strings, per_text, strict=True)
             for f in text_findings
         ]
+        if not findings:
+            return DataScanResult(value_out=value, findings=(), action="allow")
         action = strongest_action(f.action for f in findings)
         if action == "block":
             return DataScanResult(value_out=None, findings=tuple(findings), action=action)

@@ -83,7 +83,8 @@ class DataFinding:
 @dataclass(frozen=True, slots=True)
 class DataScanResult:
     """The outcome of scanning JSON-like data: ``value_out`` has the same shape with
-    every string transformed (``None`` when blocked); ``findings`` from all strings, in
+    every string transformed (``None`` when blocked; the scanned value itself, not a
+    copy, when nothing was found); ``findings`` from all strings, in
     traversal order; ``action`` and ``error`` as in ``ScanResult``."""
 
     value_out: Any

@@ -331,6 +331,31 @@ def test_the_aws_secret_gate_skips_digests_but_not_keys(scanner):
     assert [f.entity_type for f in result.findings] == ["AWS_SECRET_ACCESS_KEY"]
 
 
+def test_the_joined_gate_plans_what_the_per_entity_gates_plan(scanner):
+    # A text that no gate of the rules matches costs one search of the gates' alternation;
+    # whatever the alternation lets through, the per-entity gates decide as before. Both
+    # ways must plan the same entities for every sample, in any case (the (?i) gates).
+    gated = {e: PiiRule(action="redact") for e in scanner.gates if e in scanner.supported_entities}
+    rule_sets = [gated, dict(DEFAULT_PII_POLICY.audit), {"BEARER_TOKEN": PiiRule(action="mask")}]
+    texts = [text for text, _, _ in SAMPLES.values()]
+    texts += [t.upper() for t in texts] + [t.lower() for t in texts]
+    texts += ["", "model:turn-4:-:4:0", "scripted-1", "grant.echo"]
+    for rules in rule_sets:
+        assert scanner._any_gate(rules) is not None
+        for text in texts:
+            expected = [e for e in rules if e in gated and scanner.gates[e].search(text)]
+            assert scanner._entities_to_run(text, rules) == expected, (text, list(rules))
+    # An entity without a gate (spaCy NER) always runs, so there is no joined gate.
+    assert scanner._any_gate({"PERSON": PiiRule(action="redact")}) is None
+    assert scanner._entities_to_run("no names", {"PERSON": PiiRule(action="redact")}) == ["PERSON"]
+
+
+def test_data_without_findings_comes_back_as_it_was(scanner):
+    data = {"tool": "echo", "args": ["first", {"n": 2}], "ok": True}
+    result = scan_data(data, "audit", scanner=scanner)
+    assert result.findings == () and result.action == "allow" and result.value_out == data
+
+
 # --- thresholds and overlaps --------------------------------------------------------------
 
 
