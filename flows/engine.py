@@ -747,13 +747,11 @@ def _tool_context(step_run: StepRun, run: Run, turn: AgentTurn):
     (tools loaded) and the user's role read once."""
     from agents.governed import version_policy
     from agents.runtime.context import TurnContext
-    from agents.runtime.turn import user_role, version_grants
+    from agents.runtime.turn import load_version, user_role, version_grants
 
     version = step_run.agent_version
     if version is None or not AgentVersion.agent.is_cached(version):
-        version = AgentVersion.objects.select_related("agent__project").get(
-            pk=step_run.agent_version_id
-        )
+        version = load_version(step_run.agent_version_id)
     ctx = TurnContext(
         version=version,
         turn=turn,

@@ -237,9 +237,11 @@ def audit_policy(*, project_id: int) -> PolicySnapshot:
 
 
 def forget_cached_policies(project_id: int | None = None) -> None:
-    """Drop the cached audit policy of ``project_id`` (all projects when None)."""
+    """Drop the cached audit policy of ``project_id`` (all projects when None, and the
+    parsed policy documents too)."""
     if project_id is None:
         _audit_policies.clear()
+        _documents.clear()
     else:
         _audit_policies.pop(project_id, None)
 
