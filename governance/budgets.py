@@ -588,8 +588,15 @@ def budget_reserve(
         )
         created = insert_unless_exists(reservation)
         if created:
-            active = list(
-                Budget.objects.filter(pk__in={b.pk for b in budgets}, active=True).order_by("pk")
+            # Re-read: a budget switched off since the caller read it holds nothing.
+            active = (
+                list(
+                    Budget.objects.filter(pk__in={b.pk for b in budgets}, active=True).order_by(
+                        "pk"
+                    )
+                )
+                if budgets
+                else []
             )
             zone = project.zone
             starts = {b.pk: period_start_for(b.period, at=now, zone=zone) for b in active}
