@@ -79,18 +79,22 @@ def instance_from_row(model: type[models.Model], names: tuple[str, ...], row) ->
 
 
 @cache
-def _select_list(model: type[models.Model], alias: str, vendor: str) -> tuple[str, tuple[str, ...]]:
+def _select_list(
+    model: type[models.Model], alias: str, exclude: tuple[str, ...], vendor: str
+) -> tuple[str, tuple[str, ...]]:
     qn = connection.ops.quote_name
-    fields = model._meta.concrete_fields
+    fields = [f for f in model._meta.concrete_fields if f.name not in exclude]
     return ", ".join(f"{alias}.{qn(f.column)}" for f in fields), tuple(f.attname for f in fields)
 
 
-def select_list(model: type[models.Model], alias: str) -> tuple[str, tuple[str, ...]]:
+def select_list(
+    model: type[models.Model], alias: str, exclude: tuple[str, ...] = ()
+) -> tuple[str, tuple[str, ...]]:
     """``("alias.col, alias.col2, ...", attnames)``: every concrete column of ``model``
-    under the table alias ``alias``, for a hand-written SELECT whose rows
-    ``instances_from_row`` turns back into instances (built once per model, alias and
-    database vendor)."""
-    return _select_list(model, alias, connection.vendor)
+    (but the fields named in ``exclude``, left deferred) under the table alias ``alias``,
+    for a hand-written SELECT whose rows ``instances_from_row`` turns back into instances
+    (built once per model, alias, exclusions and database vendor)."""
+    return _select_list(model, alias, exclude, connection.vendor)
 
 
 def instances_from_row(row, *parts: tuple[type[models.Model], tuple[str, ...]]) -> list:

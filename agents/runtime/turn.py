@@ -196,12 +196,19 @@ def user_role(version: AgentVersion, user) -> str | None:
     "" for a user who is not a member."""
     if user is None or not getattr(user, "is_authenticated", False):
         return None
-    role = (
-        Membership.objects.filter(user=user, project_id=version.agent.project_id)
-        .values_list("role", flat=True)
-        .first()
+    with connection.cursor() as cursor:
+        cursor.execute(_role_sql(connection.vendor), [user.pk, version.agent.project_id])
+        row = cursor.fetchone()
+    return (row[0] if row else "") or ""
+
+
+@cache
+def _role_sql(vendor: str) -> str:
+    qn = connection.ops.quote_name
+    return (
+        f"SELECT {qn('role')} FROM {_table(Membership)} "  # noqa: S608 - names are ours
+        f"WHERE {qn('user_id')} = %s AND {qn('project_id')} = %s"
     )
-    return role or ""
 
 
 def build_agent(ctx: TurnContext, *, governed: bool = True) -> Agent:
