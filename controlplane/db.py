@@ -109,3 +109,61 @@ def instances_from_row(row, *parts: tuple[type[models.Model], tuple[str, ...]]) 
         pk_index = names.index(model._meta.pk.attname)
         out.append(None if values[pk_index] is None else instance_from_row(model, names, values))
     return out
+
+
+@cache
+def _locked_get_sql(model: type[models.Model], vendor: str) -> tuple[str, tuple[str, ...]]:
+    qn = connection.ops.quote_name
+    columns, names = select_list(model, "t")
+    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
+    sql = (
+        f"SELECT {columns} FROM {qn(model._meta.db_table)} t "  # noqa: S608 - names are ours
+        f"WHERE t.{qn(model._meta.pk.column)} = %s{lock}"
+    )
+    return sql, names
+
+
+def get_for_update(model: type[models.Model], pk: Any) -> models.Model:
+    """``model.objects.select_for_update().get(pk=pk)`` by a hand-written query (``FOR
+    UPDATE`` where the database has it; SQLite holds its write lock from ``BEGIN``). Call
+    inside a transaction. Raises ``model.DoesNotExist``."""
+    sql, names = _locked_get_sql(model, connection.vendor)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [pk])
+        row = cursor.fetchone()
+    if row is None:
+        raise model.DoesNotExist(f"{model._meta.object_name} {pk} does not exist")
+    return instance_from_row(model, names, row)
+
+
+@cache
+def _update_sql(
+    model: type[models.Model], names: tuple[str, ...], where: tuple[str, ...], vendor: str
+) -> tuple[str, tuple[models.Field, ...], tuple[models.Field, ...]]:
+    qn = connection.ops.quote_name
+    meta = model._meta
+    fields = tuple(meta.get_field(name) for name in names)
+    conditions = tuple(meta.get_field(name) for name in where)
+    assignments = ", ".join(f"{qn(f.column)} = %s" for f in fields)
+    tests = " AND ".join(f"{qn(f.column)} = %s" for f in conditions)
+    sql = f"UPDATE {qn(meta.db_table)} SET {assignments} WHERE {tests}"  # noqa: S608 - names are ours
+    return sql, fields, conditions
+
+
+def update_where(model: type[models.Model], values: dict[str, Any], where: dict[str, Any]) -> int:
+    """``model.objects.filter(**where).update(**values)`` by a hand-written statement
+    (built once per model, field names and vendor): ``values`` and ``where`` map field
+    names to plain values (no expressions, no NULL in ``where``), adapted with the fields'
+    ``get_db_prep_save`` as ``QuerySet.update`` adapts them. Returns the rows changed."""
+    sql, fields, conditions = _update_sql(model, tuple(values), tuple(where), connection.vendor)
+    params = [
+        f.get_db_prep_save(value, connection)
+        for f, value in zip(fields, values.values(), strict=True)
+    ]
+    params += [
+        f.get_db_prep_save(value, connection)
+        for f, value in zip(conditions, where.values(), strict=True)
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.rowcount

@@ -55,6 +55,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from agents.models import Agent, AgentTurn, AgentVersion, Tool, TurnStatus
+from controlplane.db import get_for_update, update_where
 from flows import observability
 from flows.definition import (
     ApprovalStep,
@@ -1014,7 +1015,7 @@ def _record_locked(step_run, loaded, owner: str, outcome: Outcome, started: date
     heartbeat writes ``lease_expires_at``, cleared here), so no locking re-read is needed.
     A map step's fan-out creates its items before that UPDATE: it checks the lease with a
     locking read first (once per map)."""
-    run = Run.objects.select_for_update().get(pk=step_run.run_id)
+    run = get_for_update(Run, step_run.run_id)
     if loaded is not None:
         run.flow_version = loaded.flow_version
         if Run.flow.is_cached(loaded):
@@ -1075,12 +1076,13 @@ def _record_locked(step_run, loaded, owner: str, outcome: Outcome, started: date
         step_run.approval_outcomes = {}
     else:
         requeue = _fail_or_retry(run, step_run, definition, outcome, now)
-    attnames = (StepRun._meta.get_field(name).attname for name in fields)
-    values = {attname: getattr(step_run, attname) for attname in attnames}
+    values = {name: getattr(step_run, StepRun._meta.get_field(name).attname) for name in fields}
     step_run.updated_at = now
-    written = StepRun.objects.filter(
-        pk=step_run.pk, status=StepStatus.RUNNING, lease_owner=owner
-    ).update(**values, updated_at=now)
+    written = update_where(
+        StepRun,
+        {**values, "updated_at": now},
+        {"id": step_run.pk, "status": StepStatus.RUNNING, "lease_owner": owner},
+    )
     if written != 1:
         logger.info("flows: step run %s lost its lease; result dropped", step_run.pk)
         return
