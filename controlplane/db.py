@@ -97,6 +97,17 @@ def select_list(
     return _select_list(model, alias, exclude, connection.vendor)
 
 
+def select_clause(
+    *parts: tuple,
+) -> tuple[str, tuple[tuple[type[models.Model], tuple[str, ...]], ...]]:
+    """``("SELECT a.col, ..., b.col, ...", ((model, attnames), ...))`` for the
+    ``(model, alias)`` or ``(model, alias, exclude)`` parts of a hand-written join, in
+    order: the second item is what ``instances_from_row`` cuts each row by."""
+    columns = [select_list(*part) for part in parts]
+    clause = "SELECT " + ", ".join(sql for sql, _ in columns)
+    return clause, tuple((part[0], names) for part, (_, names) in zip(parts, columns, strict=True))
+
+
 def instances_from_row(row, *parts: tuple[type[models.Model], tuple[str, ...]]) -> list:
     """Cut ``row`` (the columns of several ``select_list``s, in order) into one instance
     per ``(model, attnames)`` part (``instance_from_row``); a part whose primary key is

@@ -55,7 +55,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from agents.models import Agent, AgentTurn, AgentVersion, Tool, TurnStatus
-from controlplane.db import get_for_update, update_where
+from controlplane.db import get_for_update, instances_from_row, select_clause, update_where
 from flows import observability
 from flows.definition import (
     ApprovalStep,
@@ -468,28 +468,25 @@ _STEP_DEFERRED = ("run__flow_version__definition", "run__flow_version__source")
 def _step_run_sql(vendor: str) -> tuple[str, tuple]:
     from django.contrib.auth import get_user_model
 
-    from controlplane.db import select_list
     from controlplane.models import Project
 
     qn = connection.ops.quote_name
     user_model = get_user_model()
-    parts = (
-        (StepRun, "s", ()),
-        (Run, "r", ()),
+    select, parts = select_clause(
+        (StepRun, "s"),
+        (Run, "r"),
         (FlowVersion, "fv", tuple(name.rsplit("__", 1)[1] for name in _STEP_DEFERRED)),
-        (user_model, "u", ()),
-        (AgentVersion, "v", ()),
-        (Agent, "a", ()),
-        (Project, "p", ()),
+        (user_model, "u"),
+        (AgentVersion, "v"),
+        (Agent, "a"),
+        (Project, "p"),
     )
-    columns = [select_list(model, alias, exclude) for model, alias, exclude in parts]
 
     def table(model) -> str:
         return qn(model._meta.db_table)
 
     sql = (
-        f"SELECT {', '.join(c for c, _ in columns)} "  # noqa: S608 - names are ours
-        f"FROM {table(StepRun)} s "
+        f"{select} FROM {table(StepRun)} s "  # noqa: S608 - names are ours
         f"JOIN {table(Run)} r ON r.{qn('id')} = s.{qn('run_id')} "
         f"JOIN {table(FlowVersion)} fv ON fv.{qn('id')} = r.{qn('flow_version_id')} "
         f"LEFT JOIN {table(user_model)} u ON u.{qn('id')} = r.{qn('started_by_id')} "
@@ -498,9 +495,7 @@ def _step_run_sql(vendor: str) -> tuple[str, tuple]:
         f"LEFT JOIN {table(Project)} p ON p.{qn('id')} = a.{qn('project_id')} "
         f"WHERE s.{qn('id')} = %s"
     )
-    return sql, tuple(
-        (model, names) for (model, _, _), (_, names) in zip(parts, columns, strict=True)
-    )
+    return sql, parts
 
 
 def _load_step_run(step_run_id: int) -> StepRun:
@@ -508,8 +503,6 @@ def _load_step_run(step_run_id: int) -> StepRun:
     and starting user, its agent version, agent and project: one hand-written query
     (the ORM's select_related over 7 tables cost more CPU than the round trip). Raises
     ``StepRun.DoesNotExist``."""
-    from controlplane.db import instances_from_row
-
     sql, parts = _step_run_sql(connection.vendor)
     with connection.cursor() as cursor:
         cursor.execute(sql, [step_run_id])

@@ -34,7 +34,7 @@ from agents.runtime.delegation import DelegateToolset
 from agents.runtime.governed_model import GovernedModel, ModelCallRefused
 from agents.runtime.providers import EndpointUnavailable, provider_model
 from agents.runtime.toolset import ConnectorToolset, GovernedToolset
-from controlplane.db import instance_from_row, instances_from_row, select_list
+from controlplane.db import instance_from_row, instances_from_row, select_clause, select_list
 from controlplane.models import Membership, Project
 from governance.engine import consume_run_cap
 from governance.models import Budget
@@ -89,24 +89,22 @@ def _table(model) -> str:
 @cache
 def _version_sql(vendor: str) -> tuple[str, tuple]:
     qn = connection.ops.quote_name
-    parts = (
+    select, parts = select_clause(
         (AgentVersion, "v"),
         (RegisteredAgent, "a"),
         (Project, "p"),
         (ModelEndpoint, "e"),
         (Budget, "b"),
     )
-    columns = [select_list(model, alias) for model, alias in parts]
     sql = (
-        f"SELECT {', '.join(c for c, _ in columns)} "  # noqa: S608 - names are ours
-        f"FROM {_table(AgentVersion)} v "
+        f"{select} FROM {_table(AgentVersion)} v "  # noqa: S608 - names are ours
         f"JOIN {_table(RegisteredAgent)} a ON a.{qn('id')} = v.{qn('agent_id')} "
         f"JOIN {_table(Project)} p ON p.{qn('id')} = a.{qn('project_id')} "
         f"JOIN {_table(ModelEndpoint)} e ON e.{qn('id')} = v.{qn('model_endpoint_id')} "
         f"LEFT JOIN {_table(Budget)} b ON b.{qn('id')} = v.{qn('budget_id')} "
         f"WHERE v.{qn('id')} = %s"
     )
-    return sql, tuple((model, names) for (model, _), (_, names) in zip(parts, columns, strict=True))
+    return sql, parts
 
 
 def load_version(pk: int) -> AgentVersion:
@@ -130,17 +128,15 @@ def load_version(pk: int) -> AgentVersion:
 @cache
 def _grants_sql(vendor: str) -> tuple[str, tuple]:
     qn = connection.ops.quote_name
-    parts = ((ToolGrant, "g"), (Tool, "t"), (MCPServer, "m"))
-    columns = [select_list(model, alias) for model, alias in parts]
+    select, parts = select_clause((ToolGrant, "g"), (Tool, "t"), (MCPServer, "m"))
     sql = (
-        f"SELECT {', '.join(c for c, _ in columns)} "  # noqa: S608 - names are ours
-        f"FROM {_table(ToolGrant)} g "
+        f"{select} FROM {_table(ToolGrant)} g "  # noqa: S608 - names are ours
         f"JOIN {_table(Tool)} t ON t.{qn('id')} = g.{qn('tool_id')} "
         f"LEFT JOIN {_table(MCPServer)} m ON m.{qn('id')} = t.{qn('mcp_server_id')} "
         f"WHERE g.{qn('agent_version_id')} = %s AND t.{qn('removed_at')} IS NULL "
         f"ORDER BY t.{qn('name')}"
     )
-    return sql, tuple((model, names) for (model, _), (_, names) in zip(parts, columns, strict=True))
+    return sql, parts
 
 
 def version_grants(version: AgentVersion) -> dict[str, ToolGrant]:
