@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from datetime import timedelta
 
 import pytest
@@ -162,6 +163,9 @@ def test_exports_never_hold_pii(admin_client_api, admin_user, project):
     for suffix in ("export/jsonl/", "export/csv/"):
         body = _streamed(admin_client_api.get(url(project, suffix), {"action": "test.pii"}))
         assert "test.pii" in body
+        # Not in the hex digests either way: a hash may contain "4111" by chance.
+        for digest in re.findall(r"[0-9a-f]{64}", body):
+            body = body.replace(digest, "")
         assert EMAIL not in body and CARD not in body and "4111" not in body
     listed = json.dumps(admin_client_api.get(url(project), {"action": "test.pii"}).json())
     assert EMAIL not in listed
