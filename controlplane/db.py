@@ -108,6 +108,15 @@ def select_clause(
     return clause, tuple((part[0], names) for part, (_, names) in zip(parts, columns, strict=True))
 
 
+def fetch_instances(sql: str, params: list[Any], parts: tuple) -> list[list]:
+    """Run a hand-written SELECT (its column list from ``select_clause``, whose ``parts``
+    are passed here) and return every row cut into its instances (``instances_from_row``)."""
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    return [instances_from_row(row, *parts) for row in rows]
+
+
 def instances_from_row(row, *parts: tuple[type[models.Model], tuple[str, ...]]) -> list:
     """Cut ``row`` (the columns of several ``select_list``s, in order) into one instance
     per ``(model, attnames)`` part (``instance_from_row``); a part whose primary key is
@@ -123,28 +132,26 @@ def instances_from_row(row, *parts: tuple[type[models.Model], tuple[str, ...]]) 
 
 
 @cache
-def _locked_get_sql(model: type[models.Model], vendor: str) -> tuple[str, tuple[str, ...]]:
+def _locked_get_sql(model: type[models.Model], vendor: str) -> tuple[str, tuple]:
     qn = connection.ops.quote_name
-    columns, names = select_list(model, "t")
+    select, parts = select_clause((model, "t"))
     lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
     sql = (
-        f"SELECT {columns} FROM {qn(model._meta.db_table)} t "  # noqa: S608 - names are ours
+        f"{select} FROM {qn(model._meta.db_table)} t "  # noqa: S608 - names are ours
         f"WHERE t.{qn(model._meta.pk.column)} = %s{lock}"
     )
-    return sql, names
+    return sql, parts
 
 
 def get_for_update(model: type[models.Model], pk: Any) -> models.Model:
     """``model.objects.select_for_update().get(pk=pk)`` by a hand-written query (``FOR
     UPDATE`` where the database has it; SQLite holds its write lock from ``BEGIN``). Call
     inside a transaction. Raises ``model.DoesNotExist``."""
-    sql, names = _locked_get_sql(model, connection.vendor)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [pk])
-        row = cursor.fetchone()
-    if row is None:
+    sql, parts = _locked_get_sql(model, connection.vendor)
+    rows = fetch_instances(sql, [pk], parts)
+    if not rows:
         raise model.DoesNotExist(f"{model._meta.object_name} {pk} does not exist")
-    return instance_from_row(model, names, row)
+    return rows[0][0]
 
 
 @cache

@@ -55,7 +55,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from agents.models import Agent, AgentTurn, AgentVersion, Tool, TurnStatus
-from controlplane.db import get_for_update, instances_from_row, select_clause, update_where
+from controlplane.db import fetch_instances, get_for_update, select_clause, update_where
 from flows import observability
 from flows.definition import (
     ApprovalStep,
@@ -504,12 +504,10 @@ def _load_step_run(step_run_id: int) -> StepRun:
     (the ORM's select_related over 7 tables cost more CPU than the round trip). Raises
     ``StepRun.DoesNotExist``."""
     sql, parts = _step_run_sql(connection.vendor)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [step_run_id])
-        row = cursor.fetchone()
-    if row is None:
+    rows = fetch_instances(sql, [step_run_id], parts)
+    if not rows:
         raise StepRun.DoesNotExist(f"step run {step_run_id} does not exist")
-    step_run, run, flow_version, user, version, agent, project = instances_from_row(row, *parts)
+    step_run, run, flow_version, user, version, agent, project = rows[0]
     run.flow_version = flow_version
     run.started_by = user
     step_run.run = run

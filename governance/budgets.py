@@ -64,7 +64,7 @@ from django.db.models import (
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
-from controlplane.db import insert_unless_exists, instance_from_row, select_list
+from controlplane.db import fetch_instances, insert_unless_exists, instance_from_row, select_clause
 from governance.models import (
     USD_DIGITS,
     Budget,
@@ -365,16 +365,16 @@ def budget_delete(*, budget: Budget) -> None:
 
 
 @cache
-def _budgets_sql(vendor: str) -> tuple[str, tuple[str, ...]]:
+def _budgets_sql(vendor: str) -> tuple[str, tuple]:
     qn = connection.ops.quote_name
-    columns, names = select_list(Budget, "b")
+    select, parts = select_clause((Budget, "b"))
     sql = (
-        f"SELECT {columns} FROM {qn(Budget._meta.db_table)} b "  # noqa: S608 - names are ours
+        f"{select} FROM {qn(Budget._meta.db_table)} b "  # noqa: S608 - names are ours
         f"WHERE b.{qn('project_id')} = %s AND b.{qn('active')} = %s "
         f"AND (b.{qn('scope')} = %s OR (b.{qn('scope')} = %s AND b.{qn('user_id')} = %s)) "
         f"ORDER BY b.{qn('id')}"
     )
-    return sql, names
+    return sql, parts
 
 
 def applicable_budgets(project, user=None, agent_budget: Budget | None = None) -> list[Budget]:
@@ -386,12 +386,9 @@ def applicable_budgets(project, user=None, agent_budget: Budget | None = None) -
     agent budget (fail closed: a misconfigured reference never silently drops a limit).
     """
     user_pk = getattr(user, "pk", None) if user is not None else None
-    sql, names = _budgets_sql(connection.vendor)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            sql, [project.pk, True, BudgetScope.PROJECT.value, BudgetScope.USER.value, user_pk]
-        )
-        budgets = [instance_from_row(Budget, names, row) for row in cursor.fetchall()]
+    sql, parts = _budgets_sql(connection.vendor)
+    params = [project.pk, True, BudgetScope.PROJECT.value, BudgetScope.USER.value, user_pk]
+    budgets = [budget for (budget,) in fetch_instances(sql, params, parts)]
     if agent_budget is not None:
         if agent_budget.project_id != project.pk:
             raise ValueError(f"budget {agent_budget.name!r} belongs to another project")

@@ -34,7 +34,7 @@ from agents.runtime.delegation import DelegateToolset
 from agents.runtime.governed_model import GovernedModel, ModelCallRefused
 from agents.runtime.providers import EndpointUnavailable, provider_model
 from agents.runtime.toolset import ConnectorToolset, GovernedToolset
-from controlplane.db import instance_from_row, instances_from_row, select_clause, select_list
+from controlplane.db import fetch_instances, select_clause
 from controlplane.models import Membership, Project
 from governance.engine import consume_run_cap
 from governance.models import Budget
@@ -112,12 +112,10 @@ def load_version(pk: int) -> AgentVersion:
     budget loaded, in one hand-written query (the ORM's compiler cost more CPU than the
     round trip). Raises ``AgentVersion.DoesNotExist``."""
     sql, parts = _version_sql(connection.vendor)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [pk])
-        row = cursor.fetchone()
-    if row is None:
+    rows = fetch_instances(sql, [pk], parts)
+    if not rows:
         raise AgentVersion.DoesNotExist(f"agent version {pk} does not exist")
-    version, agent, project, endpoint, budget = instances_from_row(row, *parts)
+    version, agent, project, endpoint, budget = rows[0]
     agent.project = project
     version.agent = agent
     version.model_endpoint = endpoint
@@ -144,12 +142,8 @@ def version_grants(version: AgentVersion) -> dict[str, ToolGrant]:
     name order (each grant's tool and the tool's MCP server loaded), in one hand-written
     query."""
     sql, parts = _grants_sql(connection.vendor)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [version.pk])
-        rows = cursor.fetchall()
     grants = {}
-    for row in rows:
-        grant, tool, server = instances_from_row(row, *parts)
+    for grant, tool, server in fetch_instances(sql, [version.pk], parts):
         tool.mcp_server = server
         grant.tool = tool
         grant.agent_version = version
@@ -158,28 +152,24 @@ def version_grants(version: AgentVersion) -> dict[str, ToolGrant]:
 
 
 @cache
-def _delegates_sql(vendor: str) -> tuple[str, tuple[str, ...]]:
+def _delegates_sql(vendor: str) -> tuple[str, tuple]:
     qn = connection.ops.quote_name
     m2m = AgentVersion._meta.get_field("delegates")
-    columns, names = select_list(RegisteredAgent, "a")
+    select, parts = select_clause((RegisteredAgent, "a"))
     sql = (
-        f"SELECT {columns} FROM {_table(RegisteredAgent)} a "  # noqa: S608 - names are ours
+        f"{select} FROM {_table(RegisteredAgent)} a "  # noqa: S608 - names are ours
         f"JOIN {_table(m2m.remote_field.through)} d "
         f"ON d.{qn(m2m.m2m_reverse_name())} = a.{qn('id')} "
         f"WHERE d.{qn(m2m.m2m_column_name())} = %s AND a.{qn('active_version_id')} IS NOT NULL "
         f"ORDER BY a.{qn('project_id')}, a.{qn('slug')}"
     )
-    return sql, names
+    return sql, parts
 
 
 def version_delegates(version: AgentVersion) -> dict[str, RegisteredAgent]:
     """The version's delegate agents that have an active version, by slug (slug order)."""
-    sql, names = _delegates_sql(connection.vendor)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [version.pk])
-        rows = cursor.fetchall()
-    delegates = [instance_from_row(RegisteredAgent, names, row) for row in rows]
-    return {agent.slug: agent for agent in delegates}
+    sql, parts = _delegates_sql(connection.vendor)
+    return {agent.slug: agent for (agent,) in fetch_instances(sql, [version.pk], parts)}
 
 
 def granted_tools(version: AgentVersion) -> dict[str, Tool]:
